@@ -1,0 +1,234 @@
+"""The one vision transformer that embeds every snippet (VC2L, arXiv 2510.18703).
+
+Parameter names and shapes are exactly OpenCLIP's ``VisionTransformer`` (``conv1``, ``class_embedding``,
+``positional_embedding``, ``ln_pre``, ``transformer.resblocks.N.{ln_1,attn,ln_2,mlp.c_fc,mlp.c_proj}``,
+``ln_post``, ``proj``), so the paper's released checkpoint loads by a strict, checked copy (``checkpoint.py``).
+
+Departures from OpenCLIP, both off for the paper's preset:
+- Canvases may be shorter than the configured maximum (the compact layout). The positional table covers the
+  tallest canvas, row-major, and a shorter canvas uses its first rows. Within a batch, canvases are padded to
+  the tallest and padded patches are masked out of attention and pooling, so an embedding does not depend on
+  what else is in the batch.
+- ``pool="mean"`` averages patch tokens instead of taking the class token (it learns faster from scratch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vc2l_retriever.render import RenderConfig
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class VC2LConfig:
+    """Architecture plus the renderer it was trained with (a model always renders the way it was trained)."""
+
+    width: int = 768  # transformer width D
+    layers: int = 12  # residual blocks
+    heads: int = 12  # attention heads (D must divide by it)
+    mlp_ratio: float = 4.0  # hidden size of the MLP = mlp_ratio * D
+    patch_size: int = 16  # square patches, stride = size
+    embed_dim: int = 512  # output embedding size (the ``proj`` matrix is D x embed_dim)
+    pool: str = "cls"  # "cls" (OpenCLIP) or "mean" over real patch tokens
+    normalize: bool = True  # L2-normalise the output
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.render, dict):
+            self.render = RenderConfig(**self.render)
+        self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)  # type: ignore[assignment]
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
+        if self.render.width % self.patch_size or self.render.max_height % self.patch_size:
+            raise ValueError("the canvas size must be a multiple of the patch size")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch rows and columns of the tallest canvas."""
+        return self.render.max_height // self.patch_size, self.render.width // self.patch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VC2LConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, so a typo never passes silently."""
+        return cls(**data)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> VC2LConfig:
+        """A named preset (see ``PRESETS``), with fields overridden by keyword."""
+        if name not in PRESETS:
+            raise KeyError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+
+_COMPACT = RenderConfig(layout="compact", max_chars=512, max_rows=32, max_images=1)
+PRESETS: dict[str, VC2LConfig] = {
+    # The paper's released model: ViT-B/16 at 448x448 (784 patches), GELU, 512-d, OpenAI CLIP normalisation.
+    "B/16-448": VC2LConfig(),
+    # CPU-sized models on the compact canvas (224 wide, height follows the text).
+    "S/16-compact": VC2LConfig(width=384, layers=6, heads=6, embed_dim=384, pool="mean", render=_COMPACT),
+    "Ti/16-compact": VC2LConfig(width=192, layers=8, heads=3, embed_dim=384, pool="mean", render=_COMPACT),
+    # A few-hundred-kilobyte model for tests and smoke runs.
+    "micro": VC2LConfig(width=64, layers=2, heads=2, embed_dim=32, pool="mean",
+                        render=replace(_COMPACT, max_rows=8, max_chars=256)),
+}
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with ``nn.MultiheadAttention``'s parameter layout (packed in_proj)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, N, D = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, N, 3D)
+        q, k, v = qkv.view(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # each (B, H, N, D/H)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # mask (B, 1, 1, N): True = attend
+        return self.out_proj(y.transpose(1, 2).reshape(B, N, D))
+
+
+class MLP(nn.Module):
+    """Two linear layers with GELU (OpenCLIP names: c_fc, c_proj)."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(width, hidden)
+        self.c_proj = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = MLP(width, int(width * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    """The stack of blocks, under the name OpenCLIP uses (``transformer.resblocks``)."""
+
+    def __init__(self, config: VC2LConfig) -> None:
+        super().__init__()
+        self.resblocks = nn.ModuleList(
+            Block(config.width, config.heads, config.mlp_ratio) for _ in range(config.layers)
+        )
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        for block in self.resblocks:
+            if self.grad_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, mask, use_reentrant=False)
+            else:
+                x = block(x, mask)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    """Pixels ``(B, 3, H, W)`` -> embeddings ``(B, embed_dim)``."""
+
+    def __init__(self, config: VC2LConfig) -> None:
+        super().__init__()
+        self.config = config
+        D, P = config.width, config.patch_size
+        rows, cols = config.grid
+        scale = D**-0.5
+        self.conv1 = nn.Conv2d(3, D, kernel_size=P, stride=P, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(D))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(1 + rows * cols, D))
+        self.ln_pre = nn.LayerNorm(D)
+        self.transformer = Transformer(config)
+        self.ln_post = nn.LayerNorm(D)
+        self.proj = nn.Parameter(scale * torch.randn(D, config.embed_dim))
+        self._init_blocks()
+
+    def _init_blocks(self) -> None:
+        # OpenCLIP's scheme: small projections that shrink with depth keep the residual stream stable.
+        D, L = self.config.width, self.config.layers
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=D**-0.5)
+            nn.init.normal_(block.attn.out_proj.weight, std=(D**-0.5) * ((2 * L) ** -0.5))
+            nn.init.normal_(block.mlp.c_fc.weight, std=(2 * D) ** -0.5)
+            nn.init.normal_(block.mlp.c_proj.weight, std=(D**-0.5) * ((2 * L) ** -0.5))
+
+    def forward(self, pixel_values: torch.Tensor, patch_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed normalised pixels.
+
+        Args:
+            pixel_values: ``(B, 3, H, W)`` with ``H`` at most the configured canvas height and ``W`` its width.
+            patch_rows: ``(B,)`` number of real patch rows per canvas when canvases were padded to ``H``;
+                ``None`` means every patch is real.
+        """
+        x = self.conv1(pixel_values)  # (B, D, rows, cols)
+        B, D, rows, cols = x.shape
+        if rows * cols + 1 > self.positional_embedding.shape[0]:
+            raise ValueError(f"canvas of {rows}x{cols} patches exceeds the model's {self.config.grid}")
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        x = x + self.positional_embedding[1 : 1 + rows * cols]
+        cls = (self.class_embedding + self.positional_embedding[0]).expand(B, 1, D)
+        x = self.ln_pre(torch.cat([cls, x], dim=1))  # (B, 1 + N, D)
+        keep = None
+        if patch_rows is not None and bool((patch_rows < rows).any()):
+            patch_index = torch.arange(rows * cols, device=x.device) // cols  # row of each patch
+            keep = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=x.device),
+                              patch_index[None, :] < patch_rows[:, None]], dim=1)  # (B, 1 + N)
+        x = self.transformer(x, None if keep is None else keep[:, None, None, :])
+        x = self.ln_post(x)
+        if self.config.pool == "cls":
+            pooled = x[:, 0]
+        elif keep is None:
+            pooled = x[:, 1:].mean(dim=1)
+        else:
+            weights = keep[:, 1:].to(x.dtype)
+            pooled = (x[:, 1:] * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
+        out = pooled @ self.proj
+        return F.normalize(out, dim=-1) if self.config.normalize else out
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Trade compute for memory in training."""
+        self.transformer.grad_checkpointing = enable
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (for model cards and logs)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def pixel_normalizer(config: VC2LConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, std)`` shaped ``(1, 3, 1, 1)`` for ``uint8 / 255`` canvases."""
+    mean = torch.tensor(config.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(config.image_std).view(1, 3, 1, 1)
+    return mean, std
+
+
+__all__ = ["PRESETS", "VC2LConfig", "VisionTransformer", "count_parameters", "pixel_normalizer"]

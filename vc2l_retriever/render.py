@@ -1,0 +1,253 @@
+"""Snippet -> pixels: the only place text becomes an image. Pure numpy + Pillow, no torch.
+
+Two layouts, both drawn with GNU Unifont 9.0.06 (the paper's font; atlas and licence in ``assets/``):
+
+``official``
+    The VC2L paper's 448x448 mosaic, reproduced pixel for pixel (``../shared/fixtures/vc2l_official_render``):
+    text lower-cased and cut to ``max_chars`` code points, code points wrapped to 16 bits (so astral characters
+    show as the BMP glyph the reference draws), each glyph trimmed to its ink plus one column on the left (at
+    least 4 columns), greedy line breaking against ``224 - widest glyph``, 16-px rows, ink 0 on grey 127, and
+    four 224x224 tiles (TL, TR, BL, BR) of which image tiles show an image and the others take the next 14 text
+    rows. Images go to the last tiles, so text always starts top-left.
+``compact``
+    For the project's own small models: a 224-px-wide column of image tiles followed by text lines, whose
+    height follows the content (rounded to ``patch`` pixels). A 40-character query costs one or two patch rows
+    instead of a 448x448 canvas. Astral glyphs come from Unifont's upper planes instead of wrapping.
+
+The renderer settings are saved with a model (``RenderConfig`` in its config), so a model always renders the
+way it was trained.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from vc2l_retriever.inputs import ImageLike, Snippet, open_image
+
+logger = logging.getLogger(__name__)
+
+GLYPH = 16  # Unifont cells are 16x16 (half-width glyphs use the left 8 columns)
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How a snippet is drawn. Stored with every model.
+
+    Attributes:
+        layout: ``"official"`` (paper's 448x448 mosaic) or ``"compact"`` (height follows the content).
+        max_chars: Text is cut to this many code points after lower-casing (768 in training, 1100 in the
+            paper's retrieval evaluation).
+        lowercase: Lower-case text before drawing (the paper does).
+        tile: Side of an image tile and width of the text column, in pixels.
+        rows_per_tile: Text rows in one official tile (224 / 16).
+        max_rows: Compact layout: most text rows drawn (further text is dropped).
+        max_images: Compact layout: most image tiles (official: up to 4, or 3 when there is text).
+        patch: Compact layout: the canvas height is rounded up to a multiple of this.
+        background: Grey level of the background.
+        ink: Grey level of glyph pixels.
+    """
+
+    layout: Literal["official", "compact"] = "official"
+    max_chars: int = 768
+    lowercase: bool = True
+    tile: int = 224
+    rows_per_tile: int = 14
+    max_rows: int = 32
+    max_images: int = 1
+    patch: int = 16
+    background: int = 127
+    ink: int = 0
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("official", "compact"):
+            raise ValueError(f"layout must be 'official' or 'compact', got {self.layout!r}")
+        if self.layout == "official" and (self.tile != 224 or self.rows_per_tile != 14):
+            raise ValueError("the official layout is fixed at 224-px tiles of 14 rows")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON configs."""
+        return asdict(self)
+
+    @property
+    def max_height(self) -> int:
+        """Tallest canvas this config draws."""
+        if self.layout == "official":
+            return 2 * self.tile
+        rows_px = self.max_rows * GLYPH
+        height = self.max_images * self.tile + rows_px
+        return -(-height // self.patch) * self.patch
+
+    @property
+    def width(self) -> int:
+        """Canvas width in pixels."""
+        return 2 * self.tile if self.layout == "official" else self.tile
+
+
+class _Font:
+    """Unifont glyphs with their trim boxes, precomputed once for vectorised drawing."""
+
+    def __init__(self) -> None:
+        with resources.files("vc2l_retriever.assets").joinpath("unifont-9.0.06.npz").open("rb") as f:
+            atlas = np.load(f)
+            codes, packed = atlas["codepoints"].astype(np.int64), atlas["bitmaps"]
+        bits = np.unpackbits(packed, axis=1).reshape(-1, GLYPH, GLYPH).astype(bool)  # (N, 16 rows, 16 cols)
+        # Glyph 0 of our tables is a blank cell, used for code points Unifont lacks (e.g. surrogates).
+        self.bitmaps = np.concatenate([np.zeros((1, GLYPH, GLYPH), bool), bits])
+        ink_cols = self.bitmaps.any(axis=1)  # (N, 16)
+        has_ink = ink_cols.any(axis=1)
+        first = np.where(has_ink, ink_cols.argmax(axis=1), 0)
+        last = np.where(has_ink, GLYPH - 1 - ink_cols[:, ::-1].argmax(axis=1), 0)
+        start = np.maximum(first - 1, 0)
+        end = np.maximum(last + 1, start + 4)
+        self.start = np.where(has_ink, start, 0).astype(np.int64)
+        self.width = np.where(has_ink, end - start, 4).astype(np.int64)
+        self.bmp = np.zeros(1 << 16, np.int64)
+        in_bmp = codes < (1 << 16)
+        self.bmp[codes[in_bmp]] = np.nonzero(in_bmp)[0] + 1
+        self.astral = {int(c): int(i) + 1 for i, c in zip(np.nonzero(~in_bmp)[0], codes[~in_bmp])}
+
+    def indices(self, text: str, wrap_astral: bool) -> np.ndarray:
+        """Glyph indices for each code point of ``text``."""
+        cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+        idx = self.bmp[cps & 0xFFFF]
+        if not wrap_astral and (cps > 0xFFFF).any():
+            for i in np.nonzero(cps > 0xFFFF)[0]:
+                idx[i] = self.astral.get(int(cps[i]), 0)
+        return idx
+
+
+@functools.lru_cache(maxsize=1)
+def _font() -> _Font:
+    return _Font()
+
+
+def render_lines(text: str, max_rows: int, *, wrap_astral: bool = True, ink: int = 0, background: int = 127,
+                 width: int = 224) -> tuple[np.ndarray, int]:
+    """Draw ``text`` as Unifont rows on a ``(max_rows * 16, width)`` uint8 canvas.
+
+    Returns the canvas and the number of rows the text occupies (capped at ``max_rows``). Line breaking
+    follows the reference: a glyph's row is ``floor(cumulative width including it / (width - widest glyph))``
+    and glyphs on a row are packed from its left edge.
+    """
+    canvas = np.full((max_rows, GLYPH, width), background, np.uint8)
+    font = _font()
+    idx = font.indices(text, wrap_astral)
+    if idx.size == 0:
+        return canvas.reshape(max_rows * GLYPH, width), 0
+    widths, starts = font.width[idx], font.start[idx]
+    cum = np.cumsum(widths)
+    line = width - int(widths.max())
+    row = cum // line
+    keep = row < max_rows
+    idx, widths, starts, row, cum = idx[keep], widths[keep], starts[keep], row[keep], cum[keep]
+    if idx.size == 0:
+        return canvas.reshape(max_rows * GLYPH, width), 0
+    left = cum - widths  # cumulative width before each glyph
+    # x of a glyph = its left edge minus where its row began (the left edge of the row's first glyph).
+    row_begin = np.zeros(int(row[-1]) + 1, np.int64)
+    firsts = np.r_[0, np.nonzero(np.diff(row))[0] + 1]
+    row_begin[row[firsts]] = left[firsts]
+    x = left - row_begin[row]
+    # One entry per drawn column: which glyph, which source column, where it goes.
+    col_glyph = np.repeat(np.arange(idx.size), widths)
+    offset = np.arange(col_glyph.size) - np.repeat(left - left[0], widths)
+    src_col = starts[col_glyph] + offset
+    dst_col = x[col_glyph] + offset
+    columns = font.bitmaps[idx[col_glyph], :, src_col]  # (ncols, 16 rows)
+    values = np.where(columns, np.uint8(ink), np.uint8(background))
+    canvas[row[col_glyph][:, None], np.arange(GLYPH)[None, :], dst_col[:, None]] = values
+    return canvas.reshape(max_rows * GLYPH, width), int(row[-1]) + 1
+
+
+def _tile_image(image: ImageLike, tile: int) -> np.ndarray:
+    im = open_image(image)
+    if im.size != (tile, tile):
+        im = im.resize((tile, tile))  # Pillow's default resampling, as the reference
+    return np.asarray(im, dtype=np.uint8)
+
+
+class Renderer:
+    """Renders snippets to ``uint8`` RGB arrays of shape ``(H, W, 3)`` as set by a :class:`RenderConfig`."""
+
+    def __init__(self, config: RenderConfig | None = None) -> None:
+        self.config = config or RenderConfig()
+        self._warned_images = False
+
+    def _prepare(self, text: str) -> str:
+        if self.config.lowercase:
+            text = text.lower()
+        return text[: self.config.max_chars]
+
+    def _cap_images(self, snippet: Snippet, free: int) -> list[ImageLike]:
+        images = snippet.images
+        if len(images) > free:
+            if not self._warned_images:
+                logger.warning(
+                    "a snippet has %d images but the canvas has room for %d; keeping the first ones "
+                    "(this warning is shown once)", len(images), free,
+                )
+                self._warned_images = True
+            images = images[:free]
+        return images
+
+    def render(self, snippet: Snippet) -> np.ndarray:
+        """Render one snippet. Raises ``InputError`` if one of its images cannot be decoded."""
+        if self.config.layout == "official":
+            has_text = bool(snippet.text.strip())
+            images = self._cap_images(snippet, 3 if has_text else 4)
+            tiles: list[ImageLike | None] = [None] * (4 - len(images)) + list(images)
+            return self.render_mosaic(snippet.text, tiles)
+        return self._render_compact(snippet)
+
+    def render_mosaic(self, text: str, tiles: list[ImageLike | None]) -> np.ndarray:
+        """Official layout with explicit tile contents: ``tiles[k]`` is an image or ``None`` (text)."""
+        if len(tiles) != 4:
+            raise ValueError("the official mosaic has exactly 4 tiles")
+        cfg = self.config
+        rows, _ = render_lines(self._prepare(text), 4 * cfg.rows_per_tile, wrap_astral=True,
+                               ink=cfg.ink, background=cfg.background, width=cfg.tile)
+        # Compose in one grey channel and widen to RGB once: writing text into a strided RGB array is
+        # several times slower than this.
+        grey = np.full((2 * cfg.tile, 2 * cfg.tile), cfg.background, np.uint8)
+        text_tile = 0
+        for k, content in enumerate(tiles):
+            if content is None:
+                y, x = (k // 2) * cfg.tile, (k % 2) * cfg.tile
+                grey[y:y + cfg.tile, x:x + cfg.tile] = rows[text_tile * cfg.tile:(text_tile + 1) * cfg.tile]
+                text_tile += 1
+        mosaic = np.stack([grey, grey, grey], axis=-1)
+        for k, content in enumerate(tiles):
+            if content is not None:
+                y, x = (k // 2) * cfg.tile, (k % 2) * cfg.tile
+                mosaic[y:y + cfg.tile, x:x + cfg.tile] = _tile_image(content, cfg.tile)
+        return mosaic
+
+    def _render_compact(self, snippet: Snippet) -> np.ndarray:
+        cfg = self.config
+        images = self._cap_images(snippet, cfg.max_images)
+        text = self._prepare(snippet.text)
+        rows, used = render_lines(text, cfg.max_rows, wrap_astral=False, ink=cfg.ink,
+                                  background=cfg.background, width=cfg.tile)
+        if not images:
+            used = max(used, 1)  # an empty snippet still has one (blank) row
+        parts = [_tile_image(im, cfg.tile) for im in images]
+        band = rows[: used * GLYPH]
+        parts.append(np.stack([band, band, band], axis=-1))
+        canvas = np.concatenate(parts, axis=0)
+        pad = -canvas.shape[0] % cfg.patch
+        if pad:
+            canvas = np.concatenate([canvas, np.full((pad, cfg.tile, 3), cfg.background, np.uint8)])
+        return canvas
+
+
+def render(item: Snippet | str, config: RenderConfig | None = None) -> Image.Image:
+    """Convenience: render one snippet (or a string) to a PIL image, e.g. to look at what a model sees."""
+    snippet = item if isinstance(item, Snippet) else Snippet(text=item)
+    return Image.fromarray(Renderer(config).render(snippet))

@@ -1,0 +1,112 @@
+"""The sentence-transformers 6 ``InputModule``: inputs -> rendered canvases -> ViT -> embeddings.
+
+``preprocess`` renders (this is where a text model would tokenize) and emits ``pixel_values``, batch-first, the
+key the sentence-transformers trainer and CachedMNRL expect. ``forward`` runs the ViT and writes
+``sentence_embedding``. The config is saved as ``vc2l_config.json`` (not ``config.json``, which the Hub would read
+as a transformers config), the weights as ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from sentence_transformers.base.modules.input_module import InputModule
+
+from vc2l_retriever.inputs import InputError, to_snippet
+from vc2l_retriever.model import VC2LConfig, VisionTransformer, pixel_normalizer
+from vc2l_retriever.render import Renderer
+
+CONFIG_NAME = "vc2l_config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class VC2LModule(InputModule):
+    """One vision transformer for text, images and interleaved text+image snippets."""
+
+    config_file_name = CONFIG_NAME
+    save_in_root = True
+
+    def __init__(self, config: VC2LConfig | dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.config = config if isinstance(config, VC2LConfig) else VC2LConfig(**(config or {}))
+        self.model = VisionTransformer(self.config)
+        self.renderer = Renderer(self.config.render)
+        mean, std = pixel_normalizer(self.config)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+    @property
+    def modalities(self) -> list[Any]:
+        """Text, images, text+image dicts, and "message": sentence-transformers labels a mixed batch that way."""
+        return ["text", "image", ("image", "text"), "message"]
+
+    def get_embedding_dimension(self) -> int:
+        """Size of the output vectors."""
+        return self.config.embed_dim
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """The full model config, renderer included."""
+        return self.config.to_dict()
+
+    def render_batch(self, inputs: Sequence[Any], prompt: str | None = None) -> list[np.ndarray]:
+        """Coerce and render each input to a ``uint8`` canvas; errors name the input's index."""
+        canvases = []
+        for i, item in enumerate(inputs):
+            snippet = to_snippet(item, i)
+            if prompt:
+                snippet = type(snippet)(text=prompt + snippet.text, images=snippet.images)
+            try:
+                canvases.append(self.renderer.render(snippet))
+            except InputError as e:
+                raise InputError(f"input {i}: {e}") from e
+        return canvases
+
+    def canvases_to_features(self, canvases: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Stack canvases (padding shorter ones with background) into normalised ``pixel_values``."""
+        if not canvases:
+            raise ValueError("no inputs to embed")
+        height = max(c.shape[0] for c in canvases)
+        patch = self.config.patch_size
+        batch = np.full((len(canvases), height, canvases[0].shape[1], 3), self.config.render.background, np.uint8)
+        for b, canvas in enumerate(canvases):
+            batch[b, : canvas.shape[0]] = canvas
+        pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, H, W)
+        pixels = (pixels - self.pixel_mean.cpu()) / self.pixel_std.cpu()
+        rows = torch.tensor([c.shape[0] // patch for c in canvases], dtype=torch.long)
+        return {"pixel_values": pixels, "patch_rows": rows}
+
+    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Render a batch of inputs (str, PIL image, Path, ``{"text","image"}`` dict, Snippet) to pixels."""
+        return self.canvases_to_features(self.render_batch(inputs, prompt))
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Write ``sentence_embedding`` for ``pixel_values`` (and ``patch_rows`` when canvases were padded)."""
+        pixels = features["pixel_values"].to(self.pixel_mean.device, non_blocking=True)
+        rows = features.get("patch_rows")
+        rows = rows.to(pixels.device) if rows is not None else None
+        features["sentence_embedding"] = self.model(pixels, rows)
+        return features
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        """Write ``vc2l_config.json`` and ``model.safetensors`` (always safetensors: no pickles)."""
+        os.makedirs(output_path, exist_ok=True)
+        with open(os.path.join(output_path, CONFIG_NAME), "w", encoding="utf-8") as f:
+            json.dump(self.get_config_dict(), f, indent=2)
+        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, os.path.join(output_path, WEIGHTS_NAME), metadata={"format": "pt"})
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> VC2LModule:
+        """Load from a local folder holding ``vc2l_config.json`` and ``model.safetensors``."""
+        folder = os.path.join(model_name_or_path, subfolder)
+        with open(os.path.join(folder, CONFIG_NAME), encoding="utf-8") as f:
+            module = cls(json.load(f))
+        state = load_file(os.path.join(folder, WEIGHTS_NAME))
+        module.model.load_state_dict(state, strict=True)
+        return module

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from vc2l_retriever.inputs import InputError, Snippet, to_snippet, to_snippets  # noqa: E402
-from vc2l_retriever.model import PRESETS, VC2LConfig, VisionTransformer  # noqa: E402
-from vc2l_retriever.render import RenderConfig, Renderer, render  # noqa: E402
-from vc2l_retriever.st_module import VC2LModule  # noqa: E402
 from vc2l_retriever.hub import (  # noqa: E402
     VC2LSentenceTransformer,
     available_models,
@@ -19,6 +15,10 @@ from vc2l_retriever.hub import (  # noqa: E402
     create,
     load,
 )
+from vc2l_retriever.inputs import InputError, Snippet, to_snippet, to_snippets  # noqa: E402
+from vc2l_retriever.model import PRESETS, VC2LConfig, VisionTransformer  # noqa: E402
+from vc2l_retriever.render import RenderConfig, Renderer, render  # noqa: E402
+from vc2l_retriever.st_module import VC2LModule  # noqa: E402
 
 __all__ = [
     "PRESETS",

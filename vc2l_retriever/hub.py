@@ -19,6 +19,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from vc2l_retriever import __version__
+from vc2l_retriever.inputs import InputError, to_snippets
 from vc2l_retriever.model import VC2LConfig
 from vc2l_retriever.st_module import VC2LModule
 
@@ -48,6 +49,23 @@ class VC2LSentenceTransformer(SentenceTransformer):
             }
         }
         return config
+
+    def encode(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: D417
+        """``SentenceTransformer.encode``, with errors that name the item's position in *your* list.
+
+        sentence-transformers sorts a batch by length before preprocessing, so errors raised there would name
+        positions in the sorted order; here types are checked up front and decoding errors are mapped back.
+        """
+        if isinstance(inputs, (list, tuple)):
+            to_snippets(inputs)  # TypeError naming the original index, before any work is done
+        try:
+            return super().encode(inputs, *args, **kwargs)
+        except InputError as e:
+            if not isinstance(inputs, (list, tuple)) or e.item is None:
+                raise
+            index = next((i for i, x in enumerate(inputs) if x is e.item), None)
+            reason = str(e).split(": ", 1)[-1]
+            raise InputError(f"input {index}: {reason}", item=e.item) from e.__cause__
 
     @property
     def vc2l(self) -> VC2LModule:

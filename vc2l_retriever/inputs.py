@@ -19,11 +19,11 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from PIL import Image
 
-ImageLike = Union[Image.Image, Path]
+ImageLike = Image.Image | Path
 """An image already in memory, or the path of an image file that is opened when it is rendered."""
 
 KINDS = ("text", "image", "text+image", "page", "empty")
@@ -36,7 +36,15 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
 
 class InputError(ValueError):
-    """An input that cannot be embedded; the message names the item."""
+    """An input that cannot be embedded; the message names the item.
+
+    Attributes:
+        item: The offending input object, when known (lets a caller map the error back to its position).
+    """
+
+    def __init__(self, message: str, item: Any = None) -> None:
+        super().__init__(message)
+        self.item = item
 
 
 @dataclass

@@ -35,7 +35,8 @@ class VC2LConfig:
     layers: int = 12  # residual blocks
     heads: int = 12  # attention heads (D must divide by it)
     mlp_ratio: float = 4.0  # hidden size of the MLP = mlp_ratio * D
-    patch_size: int = 16  # square patches, stride = size
+    patch_size: int = 16  # patch height (and width unless patch_width is set), stride = size
+    patch_width: int | None = None  # wider patches (e.g. 32: ~4 glyphs) halve the tokens; None = square
     embed_dim: int = 512  # output embedding size (the ``proj`` matrix is D x embed_dim)
     pool: str = "cls"  # "cls" (OpenCLIP) or "mean" over real patch tokens
     normalize: bool = True  # L2-normalise the output
@@ -51,13 +52,18 @@ class VC2LConfig:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
-        if self.render.width % self.patch_size or self.render.max_height % self.patch_size:
+        if self.render.width % self.patch_w or self.render.max_height % self.patch_size:
             raise ValueError("the canvas size must be a multiple of the patch size")
+
+    @property
+    def patch_w(self) -> int:
+        """Patch width in pixels (``patch_size`` for square patches)."""
+        return self.patch_width or self.patch_size
 
     @property
     def grid(self) -> tuple[int, int]:
         """Patch rows and columns of the tallest canvas."""
-        return self.render.max_height // self.patch_size, self.render.width // self.patch_size
+        return self.render.max_height // self.patch_size, self.render.width // self.patch_w
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -163,7 +169,8 @@ class VisionTransformer(nn.Module):
         D, P = config.width, config.patch_size
         rows, cols = config.grid
         scale = D**-0.5
-        self.conv1 = nn.Conv2d(3, D, kernel_size=P, stride=P, bias=False)
+        patch = (P, config.patch_w)  # (height, width)
+        self.conv1 = nn.Conv2d(3, D, kernel_size=patch, stride=patch, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(D))
         self.positional_embedding = nn.Parameter(scale * torch.randn(1 + rows * cols, D))
         self.ln_pre = nn.LayerNorm(D)

@@ -33,6 +33,7 @@ from vc2l_retriever.inputs import ImageLike, Snippet, open_image
 
 logger = logging.getLogger(__name__)
 
+_WHITESPACE_CONTROLS = {ord(c): " " for c in "\t\n\r\x0b\x0c"}
 GLYPH = 16  # Unifont cells are 16x16 (half-width glyphs use the left 8 columns)
 
 
@@ -111,7 +112,7 @@ class _Font:
         self.bmp = np.zeros(1 << 16, np.int64)
         in_bmp = codes < (1 << 16)
         self.bmp[codes[in_bmp]] = np.nonzero(in_bmp)[0] + 1
-        self.astral = {int(c): int(i) + 1 for i, c in zip(np.nonzero(~in_bmp)[0], codes[~in_bmp])}
+        self.astral = {int(c): int(i) + 1 for i, c in zip(np.nonzero(~in_bmp)[0], codes[~in_bmp], strict=True)}
 
     def indices(self, text: str, wrap_astral: bool) -> np.ndarray:
         """Glyph indices for each code point of ``text``."""
@@ -183,6 +184,9 @@ class Renderer:
     def _prepare(self, text: str) -> str:
         if self.config.lowercase:
             text = text.lower()
+        if self.config.layout == "compact":
+            # The paper draws \n and \t as Unifont's boxed hex glyphs; our own layout spends no ink on them.
+            text = text.translate(_WHITESPACE_CONTROLS)
         return text[: self.config.max_chars]
 
     def _cap_images(self, snippet: Snippet, free: int) -> list[ImageLike]:

@@ -64,7 +64,7 @@ class VC2LModule(InputModule):
             try:
                 canvases.append(self.renderer.render(snippet))
             except InputError as e:
-                raise InputError(f"input {i}: {e}") from e
+                raise InputError(f"input {i}: {e}", item=item) from e
         return canvases
 
     def canvases_to_features(self, canvases: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,833 @@
+"""Documents in, answers out: VC2L embeddings in a Qdrant collection (the logic; ``integrations/qdrant.py`` wraps it).
+
+One point per snippet, one unnamed cosine vector per point, and a LangChain-compatible payload::
+
+    {"page_content": text,
+     "metadata": {"source", "page", "order", "kind", "image_paths", "file_hash", ...caller metadata},
+     "thumbnail": base64 PNG <= 128 px (image snippets, thumbnails="bytes"),
+     "vc2l": {"content_hash", "file_snippets", "ingest_key"}}
+
+Point IDs are UUIDv5 of (source, page, order, content hash), so indexing the same files again writes nothing new,
+and a snippet whose content is already stored reuses its vector instead of being encoded again. A changed file's
+new points are written first and only then are its other (stale) points deleted, so an interrupted run never
+leaves a file with fewer points than before. A file whose bytes and ingest options are unchanged since the last
+run (and whose points are all present) is skipped without being parsed.
+
+The collection records the model that made it (embedding size, a hash of its config, a fingerprint of its
+weights) in Qdrant's collection metadata (Qdrant >= 1.16). Opening it with another model or size raises
+:class:`IndexMismatchError`: vectors of different models are never mixed.
+
+Embedded mode (``path=``, the default ``./vc2l_index``, or ``":memory:"``) runs Qdrant inside this process:
+
+- search is exact brute force over all points: fine up to about 10^5 points (a warning is logged past
+  20,000); use a Qdrant server (``url=``) beyond that;
+- payload indexes are ignored (filters scan every point), so they are only created on a server;
+- ``path=`` locks the folder to one client: a second process (or a second client in the same process) gets
+  :class:`IndexInUseError`. Use a server when several processes must read or write at once;
+- writes go to SQLite, switched to WAL mode (:func:`tune_embedded_storage`): qdrant-client's default fsyncs
+  every point.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import io
+import json
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from vc2l_retriever.ingest import IngestError, IngestOptions, canvas_budget, discover, ingest_file
+from vc2l_retriever.inputs import InputError, Snippet, open_image
+
+try:
+    from qdrant_client import QdrantClient, models
+except ImportError as e:  # the core package works without Qdrant; only indexing needs it
+    raise ImportError("vc2l_retriever.index needs qdrant-client: pip install 'vc2l-retriever[qdrant]'") from e
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PATH = "./vc2l_index"
+DEFAULT_COLLECTION = "vc2l"
+SOURCE_KEY = "metadata.source"
+KIND_KEY = "metadata.kind"
+METADATA_KEY = "vc2l"  # key of our record in the collection metadata
+EMBEDDED_WARN_POINTS = 20_000
+THUMBNAIL_PX = 128
+# Fixed namespace: the same snippet gets the same ID in every index, on every machine.
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://arxiv.org/abs/2510.18703#vc2l-retriever")
+_RESERVED = ("source", "page", "order", "kind", "image_paths", "file_hash")
+_GLOB_CHARS = "*?["
+
+Thumbnails = Literal["none", "path", "bytes"]
+Query = str | Image.Image | Path | Snippet | dict | np.ndarray | Sequence[float]
+
+
+class VC2LIndexError(Exception):
+    """Base class of the errors raised by the index."""
+
+
+class IndexMismatchError(VC2LIndexError):
+    """The collection was made by another model, or holds vectors of another size."""
+
+
+class IndexInUseError(VC2LIndexError):
+    """An embedded index folder is already open in another process or client."""
+
+
+class CollectionNotFoundError(VC2LIndexError):
+    """The collection does not exist (and was not to be created)."""
+
+
+# --- Model identity ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What makes two models' vectors comparable: size, config and weights. ``name`` is informational."""
+
+    dim: int
+    config_hash: str
+    weights_hash: str
+    name: str = ""
+
+    def same_model(self, other: ModelIdentity) -> bool:
+        """True when vectors of ``other`` may be mixed with ours (``name`` is ignored)."""
+        return (self.dim, self.config_hash, self.weights_hash) == (other.dim, other.config_hash, other.weights_hash)
+
+    def describe(self) -> str:
+        """Short human-readable form for error messages."""
+        label = f"{self.name} " if self.name else ""
+        return f"{label}({self.dim}-d, config {self.config_hash[:10]}, weights {self.weights_hash[:10]})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for the collection metadata."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelIdentity:
+        """Inverse of :meth:`to_dict`; ignores keys it does not know (written by newer versions)."""
+        return cls(int(data["dim"]), str(data["config_hash"]), str(data["weights_hash"]), str(data.get("name", "")))
+
+
+def model_identity(model: Any, name: str = "") -> ModelIdentity:
+    """Fingerprint a sentence-transformers model: embedding size, config hash, weights fingerprint.
+
+    The weights fingerprint hashes each tensor's name, shape and a strided sample of up to 4,096 of its values (as
+    float32), so it is cheap even for large models and changes whenever the weights are retrained. It depends on
+    the dtype the weights are held in: a model cast to half precision counts as another model.
+    """
+    first = model[0]
+    config = first.get_config_dict() if hasattr(first, "get_config_dict") else {}
+    config = {"module": type(first).__qualname__, "config": config}
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    h = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy()
+        h.update(f"{key}{tuple(tensor.shape)}".encode())
+        h.update(sample.tobytes())
+    return ModelIdentity(int(model.get_embedding_dimension()), config_hash, h.hexdigest(), name)
+
+
+# --- Point IDs, payloads, hits ---------------------------------------------------------------------------------
+
+
+def hash_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def content_hash(snippet: Snippet) -> str:
+    """SHA-256 of what gets rendered: kind, text and each image (file bytes, or mode + size + pixels)."""
+    h = hashlib.sha256()
+    h.update(f"{snippet.kind}\x00{snippet.text}\x00".encode())
+    for image in snippet.images:
+        if isinstance(image, Path):
+            h.update(b"file:" + hash_file(image).encode())
+        else:
+            h.update(f"pil:{image.mode}:{image.size}:".encode())
+            h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def point_id(snippet: Snippet, content: str | None = None) -> str:
+    """Deterministic point ID: UUIDv5 of source, locator (page, order) and content hash."""
+    content = content_hash(snippet) if content is None else content
+    return str(uuid.uuid5(_NAMESPACE, json.dumps([snippet.source, snippet.page, snippet.order, content])))
+
+
+def thumbnail_b64(image: Image.Image | Path, size: int = THUMBNAIL_PX) -> str:
+    """A PNG of at most ``size`` x ``size`` pixels, base64-encoded (for result previews)."""
+    thumb = open_image(image)  # always a new RGB image, so the caller's image is not resized in place
+    thumb.thumbnail((size, size))
+    buf = io.BytesIO()
+    thumb.save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def make_payload(snippet: Snippet, *, content: str, file_hash: str | None = None, file_snippets: int | None = None,
+                 ingest_key: str | None = None, thumbnails: Thumbnails = "bytes") -> dict[str, Any]:
+    """The point payload (layout in the module docstring). Caller metadata never overrides reserved keys."""
+    caller = {k: v for k, v in snippet.metadata.items() if k not in _RESERVED}
+    # Round-trip through JSON so a server accepts it and embedded mode stores the same thing.
+    metadata: dict[str, Any] = json.loads(json.dumps(caller, default=str))
+    metadata.update(
+        source=snippet.source, page=snippet.page, order=snippet.order, kind=snippet.kind,
+        image_paths=[str(p) for p in snippet.images if isinstance(p, Path)], file_hash=file_hash,
+    )
+    payload: dict[str, Any] = {
+        "page_content": snippet.text,
+        "metadata": metadata,
+        "vc2l": {"content_hash": content, "file_snippets": file_snippets, "ingest_key": ingest_key},
+    }
+    if thumbnails == "bytes" and snippet.images:
+        payload["thumbnail"] = thumbnail_b64(snippet.images[0])
+    return payload
+
+
+def snippet_from_payload(payload: dict[str, Any]) -> Snippet:
+    """Rebuild the snippet a point was made from: image files as paths, else the thumbnail, else no image."""
+    md = dict(payload.get("metadata") or {})
+    images: list[Image.Image | Path] = [Path(p) for p in md.get("image_paths") or []]
+    if not images and payload.get("thumbnail"):
+        images = [Image.open(io.BytesIO(base64.b64decode(payload["thumbnail"]))).convert("RGB")]
+    return Snippet(
+        text=payload.get("page_content") or "", images=images, source=md.get("source"), page=md.get("page"),
+        order=md.get("order"), kind=md.get("kind") or "",
+        metadata={k: v for k, v in md.items() if k not in _RESERVED},
+    )
+
+
+@dataclass
+class Hit:
+    """One search result: cosine similarity, point ID, stored payload and the snippet rebuilt from it."""
+
+    score: float
+    id: str
+    payload: dict[str, Any]
+    snippet: Snippet
+
+    @classmethod
+    def from_point(cls, point: Any) -> Hit:
+        """From a Qdrant ``ScoredPoint``."""
+        payload = point.payload or {}
+        return cls(float(point.score), str(point.id), payload, snippet_from_payload(payload))
+
+    @property
+    def source(self) -> str | None:
+        """The document the hit came from."""
+        return self.snippet.source
+
+    @property
+    def text(self) -> str:
+        """The hit's text (``page_content``)."""
+        return self.snippet.text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (no thumbnail)."""
+        return {"score": self.score, "id": self.id, "text": self.text,
+                "metadata": self.payload.get("metadata", {})}
+
+
+@dataclass
+class HitGroup:
+    """Hits sharing one ``group_by`` value (by default one source document)."""
+
+    key: Any
+    hits: list[Hit]
+
+
+@dataclass
+class IndexReport:
+    """What one ``index`` call did.
+
+    Attributes:
+        files: Files parsed and written.
+        snippets: Snippets written (``encoded`` + ``reused``).
+        encoded: Snippets run through the model.
+        reused: Snippets whose content was already stored: their vectors were reused, not recomputed.
+        replaced: Stale points removed from changed files.
+        unchanged: Files skipped because their bytes and ingest options had not changed.
+        skipped: ``(item, reason)`` for each file or snippet that could not be indexed.
+        seconds: Wall time.
+    """
+
+    files: int = 0
+    snippets: int = 0
+    encoded: int = 0
+    reused: int = 0
+    replaced: int = 0
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """Multi-line human summary (the CLI prints it)."""
+        lines = [
+            f"indexed {self.files} files, {self.snippets} snippets ({self.encoded} encoded, {self.reused} reused) "
+            f"in {self.seconds:.1f} s; {len(self.unchanged)} files unchanged; {self.replaced} stale points "
+            f"removed; {len(self.skipped)} skipped"
+        ]
+        lines += [f"  skipped {item}: {reason}" for item, reason in self.skipped]
+        return "\n".join(lines)
+
+
+# --- Client and collection --------------------------------------------------------------------------------------
+
+
+def open_client(path: str | os.PathLike[str] | None = None, *, url: str | None = None, api_key: str | None = None,
+                **kwargs: Any) -> QdrantClient:
+    """A ``QdrantClient``: a server at ``url``, or embedded at ``path`` (default ``./vc2l_index``, or ``":memory:"``).
+
+    Raises:
+        IndexInUseError: ``path`` is already open in another process or client.
+    """
+    if url is not None:
+        if path is not None:
+            raise ValueError("give either path= (embedded) or url= (server), not both")
+        return QdrantClient(url=url, api_key=api_key, **kwargs)
+    if api_key is not None:
+        raise ValueError("api_key= needs url=")
+    location = os.fspath(path if path is not None else DEFAULT_PATH)
+    if location == ":memory:":
+        return QdrantClient(location=":memory:", **kwargs)
+    try:
+        return QdrantClient(path=location, **kwargs)
+    except RuntimeError as e:
+        # qdrant-client's message: "Storage folder ... is already accessed by another instance of Qdrant client".
+        if "already accessed" not in str(e):
+            raise
+        raise IndexInUseError(
+            f"index {location} is in use by another process (an embedded index can be opened by one client at a "
+            "time); close the other one, or run a Qdrant server and pass its url"
+        ) from e
+
+
+def is_embedded(client: QdrantClient) -> bool:
+    """True for embedded (local) mode: ``path=`` or ``":memory:"``."""
+    options = client.init_options
+    return options.get("path") is not None or options.get("location") == ":memory:"
+
+
+def ensure_collection(client: QdrantClient, name: str, identity: ModelIdentity, *, create: bool = True,
+                      shard_number: int | None = None, replication_factor: int | None = None,
+                      on_disk: bool = False, quantization: bool = False) -> None:
+    """Create ``name`` for ``identity``'s vectors, or check that an existing one was made by the same model.
+
+    ``shard_number``, ``replication_factor``, ``on_disk`` (vectors on disk) and ``quantization`` (int8 scalar
+    quantization, kept in RAM) apply at creation only; embedded mode ignores them.
+
+    Raises:
+        IndexMismatchError: The collection exists with another model or vector size.
+        CollectionNotFoundError: It does not exist and ``create`` is False.
+    """
+    if client.collection_exists(name):
+        check_collection(client, name, identity)
+        tune_embedded_storage(client, name)
+        return
+    if not create:
+        raise CollectionNotFoundError(f"no collection {name!r} in this index (index some documents first)")
+    quant = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8,
+                                                                              always_ram=True))
+    client.create_collection(
+        name, vectors_config=models.VectorParams(size=identity.dim, distance=models.Distance.COSINE,
+                                                 on_disk=on_disk or None),
+        shard_number=shard_number, replication_factor=replication_factor,
+        quantization_config=quant if quantization else None, metadata={METADATA_KEY: identity.to_dict()},
+    )
+    if not is_embedded(client):  # embedded Qdrant ignores payload indexes (and warns about them)
+        for key in (SOURCE_KEY, KIND_KEY):
+            client.create_payload_index(name, key, models.PayloadSchemaType.KEYWORD)
+    tune_embedded_storage(client, name)
+    logger.info("created collection %r for %s", name, identity.describe())
+
+
+def tune_embedded_storage(client: QdrantClient, name: str) -> None:
+    """Make embedded writes fast: SQLite WAL journal with ``synchronous=NORMAL`` for the collection's file.
+
+    qdrant-client's embedded storage commits each point with a full fsync: about 15 ms per point on a network
+    disk, so 100,000 points would take 25 minutes. In WAL mode with ``synchronous=NORMAL`` a commit costs
+    microseconds and the file cannot be corrupted; a power cut (not a crash) may drop the last writes, which the
+    next ``index`` run redoes (a file with missing points fails the unchanged check). This reaches into
+    qdrant-client internals, so it does nothing if they change.
+    """
+    try:
+        connection = client._client.collections[name].storage.storage  # type: ignore[union-attr]
+    except (AttributeError, KeyError, TypeError):
+        return
+    if isinstance(connection, sqlite3.Connection):
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def stored_identity(client: QdrantClient, name: str) -> tuple[int | None, ModelIdentity | None]:
+    """The vector size and model recorded in collection ``name`` (``None`` where absent)."""
+    config = client.get_collection(name).config
+    vectors = config.params.vectors
+    size = vectors.size if isinstance(vectors, models.VectorParams) else None
+    record = (config.metadata or {}).get(METADATA_KEY)
+    return size, ModelIdentity.from_dict(record) if isinstance(record, dict) else None
+
+
+def check_collection(client: QdrantClient, name: str, identity: ModelIdentity) -> None:
+    """Raise :class:`IndexMismatchError` unless ``name`` was made for ``identity``'s vectors."""
+    size, stored = stored_identity(client, name)
+    advice = "use another collection name, or delete this one and index again"
+    if size != identity.dim:
+        got = f"{size}-d vectors" if size else "named vectors"
+        raise IndexMismatchError(
+            f"collection {name!r} holds {got} but the model makes {identity.dim}-d vectors; {advice}")
+    if stored is None:
+        raise IndexMismatchError(
+            f"collection {name!r} has no VC2L model record (made by another tool, or by a Qdrant server older than "
+            f"1.16, which drops collection metadata); {advice}")
+    if not stored.same_model(identity):
+        raise IndexMismatchError(
+            f"collection {name!r} was built with model {stored.describe()}, not {identity.describe()}; "
+            f"vectors of different models cannot be mixed: {advice}")
+
+
+def collection_info(client: QdrantClient, name: str) -> dict[str, Any]:
+    """Points, vector size and recorded model of collection ``name`` (no model needed)."""
+    if not client.collection_exists(name):
+        raise CollectionNotFoundError(f"no collection {name!r} in this index")
+    size, stored = stored_identity(client, name)
+    return {"collection": name, "points": client.count(name, exact=True).count, "dim": size,
+            "model": stored.to_dict() if stored else None, "embedded": is_embedded(client)}
+
+
+def warn_if_large(client: QdrantClient, name: str) -> None:
+    """Log a warning when an embedded collection has outgrown brute-force search."""
+    if is_embedded(client):
+        n = client.count(name, exact=True).count
+        if n > EMBEDDED_WARN_POINTS:
+            logger.warning("embedded index %r holds %d points; search is brute force in embedded mode, so use a "
+                           "Qdrant server (url=) for collections this large", name, n)
+
+
+# --- Filters -----------------------------------------------------------------------------------------------------
+
+
+def _source_is(source: str) -> models.FieldCondition:
+    return models.FieldCondition(key=SOURCE_KEY, match=models.MatchValue(value=source))
+
+
+def list_sources(client: QdrantClient, name: str) -> list[str]:
+    """Distinct ``metadata.source`` values in the collection."""
+    n = client.count(name, exact=True).count
+    hits = client.facet(name, key=SOURCE_KEY, limit=max(n, 1), exact=True).hits
+    return sorted(str(h.value) for h in hits)
+
+
+def source_condition(client: QdrantClient, name: str, pattern: str) -> models.FieldCondition:
+    """Match sources equal to ``pattern`` or, if it holds ``*?[``, matching it as a glob (``*`` spans ``/``).
+
+    A relative pattern also matches as an absolute path from the working directory, since sources are stored as
+    absolute paths.
+    """
+    candidates = {pattern}
+    if not os.path.isabs(pattern) and not pattern.startswith("*"):
+        candidates.add(os.path.join(os.path.abspath("."), pattern))
+    if any(c in pattern for c in _GLOB_CHARS):
+        values = [s for s in list_sources(client, name) if any(fnmatch.fnmatchcase(s, c) for c in candidates)]
+    else:
+        values = sorted(candidates)
+    return models.FieldCondition(key=SOURCE_KEY, match=models.MatchAny(any=values))
+
+
+def build_filter(client: QdrantClient, name: str, source: str | None = None,
+                 extra: models.Filter | None = None) -> models.Filter | None:
+    """Combine a ``source`` pattern and a caller's Qdrant filter (both must hold)."""
+    if source is None:
+        return extra
+    condition = source_condition(client, name, source)
+    return models.Filter(must=[condition, extra]) if extra is not None else models.Filter(must=[condition])
+
+
+# --- Writing -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _FileJob:
+    """One file being indexed; its stale points are removed once all of its snippets are written."""
+
+    source: str
+    file_hash: str
+    ingest_key: str
+    total: int  # snippets the file produced (known up front: ingest_file returns a list)
+    queued_all: bool = False
+    done: int = 0
+    failed: int = 0
+    ids: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Item:
+    snippet: Snippet
+    job: _FileJob | None
+    content: str = ""
+    id: str = ""
+
+
+def _label(snippet: Snippet) -> str:
+    where = [f"page {snippet.page}" if snippet.page is not None else "",
+             f"item {snippet.order}" if snippet.order is not None else ""]
+    return " ".join([snippet.source or "snippet", *[w for w in where if w]])
+
+
+class Writer:
+    """Buffers snippets, encodes new ones in batches, upserts them and retires stale points of changed files."""
+
+    def __init__(self, client: QdrantClient, collection: str, model: Any, report: IndexReport, *,
+                 batch_size: int = 32, thumbnails: Thumbnails = "bytes", progress: bool | None = None) -> None:
+        if thumbnails not in ("none", "path", "bytes"):
+            raise ValueError(f"thumbnails must be 'none', 'path' or 'bytes', got {thumbnails!r}")
+        self.client, self.collection, self.model, self.report = client, collection, model, report
+        self.batch_size, self.thumbnails = max(1, batch_size), thumbnails
+        self.buffer: list[_Item] = []
+        self.jobs: list[_FileJob] = []
+        # disable=None: shown on a terminal, silent in logs and tests.
+        self.bar = tqdm(desc="indexing", unit="snippet", disable=None if progress is None else not progress)
+
+    def start_file(self, job: _FileJob) -> None:
+        """Register a file whose snippets follow."""
+        self.jobs.append(job)
+
+    def add(self, snippet: Snippet, job: _FileJob | None = None) -> None:
+        """Queue one snippet; a full buffer is written at once."""
+        self.buffer.append(_Item(snippet, job))
+        if len(self.buffer) >= self.batch_size:
+            self.flush()
+
+    def end_file(self, job: _FileJob) -> None:
+        """All of ``job``'s snippets are queued."""
+        job.queued_all = True
+        self._retire_finished()
+
+    def close(self) -> None:
+        """Write what is left and close the progress bar."""
+        self.flush()
+        self.bar.close()
+
+    def flush(self) -> None:
+        """Encode (new content only) and upsert the buffered snippets."""
+        items, self.buffer = self.buffer, []
+        ready = [item for item in items if self._identify(item)]
+        if ready:
+            existing = self._stored_vectors([item.id for item in ready])
+            fresh = self._encode([item for item in ready if item.id not in existing])
+            points = [p for p in (self._point(item, existing, fresh) for item in ready) if p is not None]
+            if points:
+                self.client.upsert(self.collection, points=points, wait=True)
+        for item in items:
+            if item.job is not None:
+                item.job.done += 1
+        self.bar.update(len(items))
+        self._retire_finished()
+
+    def _fail(self, item: _Item, error: Exception) -> None:
+        logger.warning("skipped %s: %s", _label(item.snippet), error)
+        self.report.skipped.append((_label(item.snippet), str(error)))
+        if item.job is not None:
+            item.job.failed += 1
+
+    def _identify(self, item: _Item) -> bool:
+        try:
+            item.content = content_hash(item.snippet)
+        except OSError as e:
+            self._fail(item, InputError(f"cannot read image ({e})"))
+            return False
+        item.id = point_id(item.snippet, item.content)
+        return True
+
+    def _stored_vectors(self, ids: list[str]) -> dict[str, list[float]]:
+        records = self.client.retrieve(self.collection, ids=sorted(set(ids)), with_vectors=True, with_payload=False)
+        return {str(r.id): r.vector for r in records if isinstance(r.vector, list)}
+
+    def _encode(self, items: list[_Item]) -> dict[str, np.ndarray]:
+        if not items:
+            return {}
+        try:
+            vectors = self.model.encode([item.snippet for item in items], batch_size=self.batch_size,
+                                        convert_to_numpy=True, show_progress_bar=False)
+        except (ValueError, OSError, TypeError) as e:  # InputError is a ValueError
+            if len(items) == 1:
+                self._fail(items[0], e)
+                return {}
+            # One bad image must not sink the batch: encode one by one to find it.
+            out: dict[str, np.ndarray] = {}
+            for item in items:
+                out.update(self._encode([item]))
+            return out
+        self.report.encoded += len(items)
+        return {item.id: vector for item, vector in zip(items, vectors, strict=True)}
+
+    def _point(self, item: _Item, existing: dict[str, list[float]],
+               fresh: dict[str, np.ndarray]) -> models.PointStruct | None:
+        vector = existing.get(item.id)
+        if vector is None:
+            if item.id not in fresh:
+                return None  # failed to encode; already reported
+            vector = fresh[item.id].tolist()
+        job = item.job
+        try:
+            payload = make_payload(item.snippet, content=item.content, thumbnails=self.thumbnails,
+                                   file_hash=job.file_hash if job else None, file_snippets=job.total if job else None,
+                                   ingest_key=job.ingest_key if job else None)
+        except (InputError, OSError) as e:
+            self._fail(item, e)
+            return None
+        if job is not None:
+            job.ids.add(item.id)
+        self.report.snippets += 1
+        self.report.reused += item.id in existing
+        return models.PointStruct(id=item.id, vector=vector, payload=payload)
+
+    def _retire_finished(self) -> None:
+        pending = []
+        for job in self.jobs:
+            if job.queued_all and job.done == job.total:
+                self._retire(job)
+            else:
+                pending.append(job)
+        self.jobs = pending
+
+    def _retire(self, job: _FileJob) -> None:
+        """Delete the file's points that the new version did not write (after the new ones are stored).
+
+        If some of the new snippets failed, the old points stay: stale hits are better than lost ones, and the
+        file is processed again on the next run (its point count no longer matches).
+        """
+        stale = models.Filter(must=[_source_is(job.source)], must_not=[models.HasIdCondition(has_id=sorted(job.ids))])
+        n = self.client.count(self.collection, count_filter=stale, exact=True).count
+        if n and job.failed:
+            logger.warning("%s: kept %d older points because %d new snippets failed", job.source, n, job.failed)
+        elif n:
+            self.client.delete(self.collection, points_selector=models.FilterSelector(filter=stale), wait=True)
+            self.report.replaced += n
+        self.report.files += 1
+        self.bar.set_postfix(files=self.report.files, refresh=False)
+
+
+class Manifest:
+    """What the index already holds per source file, to skip unchanged files without parsing them.
+
+    Embedded mode reads the whole collection's bookkeeping once (filters scan every point there, so one pass beats
+    a scan per file); on a server each file's points are read through the ``metadata.source`` payload index. Only
+    that indexed field is filtered on, so servers in strict mode (no filtering on unindexed fields) accept it.
+    """
+
+    def __init__(self, client: QdrantClient, collection: str) -> None:
+        self.client, self.collection = client, collection
+        self._all = self._scan(None) if is_embedded(client) else None
+
+    def _scan(self, scroll_filter: models.Filter | None) -> dict[str, tuple[set[tuple[Any, ...]], int]]:
+        """``source -> ({(file_hash, ingest_key, file_snippets), ...}, number of points)``."""
+        states: dict[str, tuple[set[tuple[Any, ...]], int]] = {}
+        offset = None
+        while True:
+            records, offset = self.client.scroll(self.collection, scroll_filter=scroll_filter, limit=1024,
+                                                 offset=offset, with_vectors=False,
+                                                 with_payload=[SOURCE_KEY, "metadata.file_hash", "vc2l"])
+            for r in records:
+                md, book = (r.payload or {}).get("metadata", {}), (r.payload or {}).get("vc2l", {})
+                versions, n = states.get(md.get("source"), (set(), 0))
+                versions.add((md.get("file_hash"), book.get("ingest_key"), book.get("file_snippets")))
+                states[md.get("source")] = (versions, n + 1)
+            if offset is None:
+                return states
+
+    def unchanged(self, source: str, file_hash: str, ingest_key: str) -> bool:
+        """True if every point of ``source`` was made from these bytes and options, and none is missing."""
+        states = self._all if self._all is not None else self._scan(models.Filter(must=[_source_is(source)]))
+        versions, n = states.get(source, (set(), 0))
+        return len(versions) == 1 and next(iter(versions)) == (file_hash, ingest_key, n)
+
+
+def options_key(options: IngestOptions) -> str:
+    """Hash of the ingest options: a file indexed with other options is re-parsed."""
+    return hashlib.sha256(json.dumps(asdict(options), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def default_ingest_options(model: Any) -> IngestOptions:
+    """Ingest options sized to the model's canvas, so the renderer never cuts a snippet's text."""
+    render = getattr(getattr(model[0], "config", None), "render", None)
+    return IngestOptions(max_chars=canvas_budget(render)) if render is not None else IngestOptions()
+
+
+def _files(paths: Iterable[str | os.PathLike[str]], options: IngestOptions) -> Iterator[tuple[Path, IngestOptions]]:
+    """Files to index with their options: as ``ingest.ingest`` does, images referenced by a document found in a
+    folder argument may come from anywhere inside that folder."""
+    seen: set[str] = set()
+    for given in paths:
+        root = Path(given)
+        file_options = (replace(options, image_root=Path(os.path.abspath(root)))
+                        if root.is_dir() and options.image_root is None else options)
+        for path in discover([root]):
+            if os.path.realpath(path) not in seen:
+                seen.add(os.path.realpath(path))
+                yield path, file_options
+
+
+def _ingest(path: Path, source: str, options: IngestOptions, report: IndexReport) -> list[Snippet] | None:
+    """The file's snippets, or ``None`` after recording why it was skipped."""
+    try:
+        return ingest_file(path, options)
+    except IngestError as e:
+        reason = e.reason
+    except Exception as e:  # a parser bug or a missing optional dependency must not end the run
+        reason = f"{type(e).__name__}: {e}"
+    logger.warning("skipped %s: %s", source, reason)
+    report.skipped.append((source, reason))
+    return None
+
+
+def index_paths(client: QdrantClient, collection: str, model: Any, paths: Iterable[str | os.PathLike[str]], *,
+                options: IngestOptions | None = None, batch_size: int = 32, thumbnails: Thumbnails = "bytes",
+                progress: bool | None = None) -> IndexReport:
+    """Index files and folders, streamed: one file's snippets and one batch of encoded images in memory at a time.
+
+    A file that cannot be read or parsed is reported in ``IndexReport.skipped`` and keeps its old points.
+    """
+    start, report = time.perf_counter(), IndexReport()
+    options = default_ingest_options(model) if options is None else options
+    manifest = Manifest(client, collection)
+    writer = Writer(client, collection, model, report, batch_size=batch_size, thumbnails=thumbnails,
+                    progress=progress)
+    try:
+        for path, file_options in _files(paths, options):
+            source, key = os.path.abspath(path), options_key(file_options)  # ingest's source: the absolute path
+            try:
+                digest = hash_file(path)
+            except OSError as e:
+                report.skipped.append((source, f"cannot read file ({e.strerror or e})"))
+                continue
+            if manifest.unchanged(source, digest, key):
+                report.unchanged.append(source)
+                continue
+            snippets = _ingest(path, source, file_options, report)
+            if snippets is None:
+                continue
+            job = _FileJob(source, digest, key, total=len(snippets))
+            writer.start_file(job)
+            for snippet in snippets:
+                writer.add(snippet, job)
+            del snippets  # the writer's buffer holds what is still needed
+            writer.end_file(job)
+    finally:
+        writer.close()
+    warn_if_large(client, collection)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def index_snippets(client: QdrantClient, collection: str, model: Any, snippets: Iterable[Snippet], *,
+                   batch_size: int = 32, thumbnails: Thumbnails = "bytes", progress: bool | None = None
+                   ) -> IndexReport:
+    """Index snippets you made yourself. Same content, same IDs; nothing is deleted (no file to compare)."""
+    start, report = time.perf_counter(), IndexReport()
+    writer = Writer(client, collection, model, report, batch_size=batch_size, thumbnails=thumbnails,
+                    progress=progress)
+    try:
+        for i, snippet in enumerate(snippets):
+            if not isinstance(snippet, Snippet):
+                raise TypeError(f"item {i}: expected a Snippet, got {type(snippet).__name__}")
+            writer.add(snippet)
+    finally:
+        writer.close()
+    warn_if_large(client, collection)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def index(client: QdrantClient, collection: str, model: Any,
+          items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Iterable[Snippet], **kwargs: Any
+          ) -> IndexReport:
+    """Index paths (files or folders) or :class:`Snippet` objects, told apart by the first item."""
+    if isinstance(items, Snippet):
+        items = [items]
+    if isinstance(items, (str, os.PathLike)):
+        return index_paths(client, collection, model, [items], **kwargs)
+    iterator = iter(items)
+    first = next(iterator, None)
+    if first is None:
+        return IndexReport()
+    rest = _chain(first, iterator)
+    if isinstance(first, Snippet):
+        kwargs.pop("options", None)
+        return index_snippets(client, collection, model, rest, **kwargs)
+    return index_paths(client, collection, model, rest, **kwargs)  # type: ignore[arg-type]
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+# --- Reading -----------------------------------------------------------------------------------------------------
+
+
+def encode_query(model: Any, query: Query) -> list[float]:
+    """Embed a query: text (``str``), a PIL image, an image file (``pathlib.Path``), a Snippet or a
+    ``{"text", "image"}`` dict; a ready vector (numpy array or list of floats) passes through."""
+    if isinstance(query, np.ndarray):
+        return query.astype(np.float32).reshape(-1).tolist()
+    if isinstance(query, (list, tuple)) and query and all(isinstance(v, (int, float)) for v in query):
+        return [float(v) for v in query]
+    if isinstance(query, Path) and not query.is_file():
+        raise FileNotFoundError(f"query image not found: {query}")
+    if not isinstance(query, (str, Image.Image, Path, Snippet, dict)):
+        raise TypeError(f"cannot search with a {type(query).__name__}; pass str, PIL.Image.Image, pathlib.Path, "
+                        "a Snippet or a vector")
+    return model.encode([query], convert_to_numpy=True, show_progress_bar=False)[0].tolist()
+
+
+def search(client: QdrantClient, collection: str, model: Any, query: Query, *, limit: int = 10,
+           source: str | None = None, filter: models.Filter | None = None,
+           score_threshold: float | None = None) -> list[Hit]:
+    """Nearest snippets to ``query`` (cosine), best first, optionally restricted to ``source`` (exact or glob)."""
+    response = client.query_points(collection, query=encode_query(model, query), limit=limit, with_payload=True,
+                                   query_filter=build_filter(client, collection, source, filter),
+                                   score_threshold=score_threshold)
+    return [Hit.from_point(p) for p in response.points]
+
+
+def search_groups(client: QdrantClient, collection: str, model: Any, query: Query, *, group_by: str = SOURCE_KEY,
+                  limit: int = 5, group_size: int = 3, source: str | None = None,
+                  filter: models.Filter | None = None) -> list[HitGroup]:
+    """Best ``limit`` groups (by default: documents), each with up to ``group_size`` hits."""
+    response = client.query_points_groups(collection, group_by=group_by, query=encode_query(model, query),
+                                          limit=limit, group_size=group_size, with_payload=True,
+                                          query_filter=build_filter(client, collection, source, filter))
+    return [HitGroup(g.id, [Hit.from_point(p) for p in g.hits]) for g in response.groups]
+
+
+def count(client: QdrantClient, collection: str, source: str | None = None) -> int:
+    """Exact number of points, optionally of one ``source`` (exact or glob)."""
+    return client.count(collection, count_filter=build_filter(client, collection, source), exact=True).count
+
+
+def delete(client: QdrantClient, collection: str, source: str) -> int:
+    """Delete the points of ``source`` (exact or glob); returns how many were deleted."""
+    selector = build_filter(client, collection, source)
+    n = client.count(collection, count_filter=selector, exact=True).count
+    if n:
+        client.delete(collection, points_selector=models.FilterSelector(filter=selector), wait=True)
+    return n

@@ -12,9 +12,8 @@ import argparse
 import json
 import logging
 
-from vc2l_retriever.integrations.qdrant import VC2LQdrant
-
 import vc2l_retriever
+from vc2l_retriever.integrations.qdrant import VC2LQdrant
 
 
 def main() -> None:

@@ -15,9 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vc2l_retriever.integrations.qdrant import VC2LQdrant
-
 import vc2l_retriever
+from vc2l_retriever.integrations.qdrant import VC2LQdrant
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -14,9 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from vc2l_retriever.integrations.qdrant import Hit, VC2LQdrant
-
 import vc2l_retriever
+from vc2l_retriever.integrations.qdrant import Hit, VC2LQdrant
 
 
 def cite(n: int, hit: Hit) -> str:

@@ -13,10 +13,9 @@ import argparse
 import base64
 from pathlib import Path
 
-from vc2l_retriever.integrations.qdrant import VC2LQdrant
-
 import vc2l_retriever
 from vc2l_retriever import Snippet
+from vc2l_retriever.integrations.qdrant import VC2LQdrant
 
 
 def main() -> None:

@@ -89,9 +89,13 @@ class VC2LQdrant:
             raise
 
     def index(self, items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Iterable[Snippet], *,
-              options: Any = None, progress: bool | None = None) -> IndexReport:
-        """Index files and folders (via ``vc2l_retriever.ingest``) or Snippets; see ``index.index``."""
+              options: Any = None, progress: bool | None = None, prune: bool = False) -> IndexReport:
+        """Index files and folders (via ``vc2l_retriever.ingest``) or Snippets; see ``index.index``.
+
+        ``prune=True`` deletes the points of files that vanished from the folders being indexed."""
         kwargs: dict[str, Any] = {"batch_size": self.batch_size, "thumbnails": self.thumbnails, "progress": progress}
+        if prune:
+            kwargs["prune"] = True
         if options is not None:
             kwargs["options"] = options
         return _index.index(self.client, self.collection_name, self.model, items, **kwargs)

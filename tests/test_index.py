@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from vc2l_retriever.integrations.qdrant import VC2LQdrant
 
 import vc2l_retriever
 from vc2l_retriever import Snippet
 from vc2l_retriever import index as vindex
 from vc2l_retriever.cli import main
 from vc2l_retriever.index import IndexInUseError, IndexMismatchError
+from vc2l_retriever.integrations.qdrant import VC2LQdrant
 
 pytest.importorskip("fpdf")
 from fpdf import FPDF  # noqa: E402
@@ -113,6 +113,19 @@ def test_a_changed_file_replaces_its_old_points_and_keeps_the_others(store: VC2L
     assert new[0].score == pytest.approx(1.0, abs=1e-4)
     assert report.files == 1 and report.replaced == 1 and len(report.unchanged) == 6
     assert store.count() == total
+
+
+def test_prune_deletes_points_of_files_removed_from_the_folder_and_nothing_else(store: VC2LQdrant,
+                                                                                  docs: Path) -> None:
+    store.index([docs])
+    total, notes = store.count(), str(docs / "notes.txt")
+    n_notes = store.count(source=notes)
+    (docs / "notes.txt").unlink()
+    kept = store.index([docs])  # without prune, a vanished file keeps its points
+    assert store.count() == total and kept.pruned == []
+    report = store.index([docs], prune=True)
+    assert report.pruned == [notes] and n_notes >= 1
+    assert store.count(source=notes) == 0 and store.count() == total - n_notes
 
 
 def test_per_file_lookups_used_on_a_server_agree_with_the_embedded_whole_collection_scan(

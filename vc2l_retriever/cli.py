@@ -70,7 +70,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
     with _open_store(args, create=True) as store:
-        report = store.index(args.paths)
+        report = store.index(args.paths, prune=args.prune)
         points = store.count()
     sys.stdout.write(f"{report.summary()}\n{points} points in collection {args.collection!r}\n")
     if not report.files and not report.unchanged and not report.snippets:
@@ -170,6 +170,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     _add_store_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="snippets encoded and written at a time")
+    p.add_argument("--prune", action="store_true",
+                   help="delete points of files that no longer exist in the given folders")
     handlers["index"] = _cmd_index
 
     p = sub.add_parser("search", help="search an index by text, image or both")

@@ -264,6 +264,7 @@ class IndexReport:
         encoded: Snippets run through the model.
         reused: Snippets whose content was already stored: their vectors were reused, not recomputed.
         replaced: Stale points removed from changed files.
+        pruned: Sources removed because their file no longer exists under a folder being indexed (``prune=True``).
         unchanged: Files skipped because their bytes and ingest options had not changed.
         skipped: ``(item, reason)`` for each file or snippet that could not be indexed.
         seconds: Wall time.
@@ -274,6 +275,7 @@ class IndexReport:
     encoded: int = 0
     reused: int = 0
     replaced: int = 0
+    pruned: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -283,7 +285,7 @@ class IndexReport:
         lines = [
             f"indexed {self.files} files, {self.snippets} snippets ({self.encoded} encoded, {self.reused} reused) "
             f"in {self.seconds:.1f} s; {len(self.unchanged)} files unchanged; {self.replaced} stale points "
-            f"removed; {len(self.skipped)} skipped"
+            f"removed; {len(self.pruned)} deleted files pruned; {len(self.skipped)} skipped"
         ]
         lines += [f"  skipped {item}: {reason}" for item, reason in self.skipped]
         return "\n".join(lines)
@@ -701,11 +703,15 @@ def _ingest(path: Path, source: str, options: IngestOptions, report: IndexReport
 
 def index_paths(client: QdrantClient, collection: str, model: Any, paths: Iterable[str | os.PathLike[str]], *,
                 options: IngestOptions | None = None, batch_size: int = 32, thumbnails: Thumbnails = "bytes",
-                progress: bool | None = None) -> IndexReport:
+                progress: bool | None = None, prune: bool = False) -> IndexReport:
     """Index files and folders, streamed: one file's snippets and one batch of encoded images in memory at a time.
 
-    A file that cannot be read or parsed is reported in ``IndexReport.skipped`` and keeps its old points.
+    A file that cannot be read or parsed is reported in ``IndexReport.skipped`` and keeps its old points. With
+    ``prune=True``, points of files that were indexed under a given folder but no longer exist are deleted, so
+    the collection mirrors the folder.
     """
+    paths = [os.fspath(p) for p in paths]
+    seen_sources: set[str] = set()
     start, report = time.perf_counter(), IndexReport()
     options = default_ingest_options(model) if options is None else options
     manifest = Manifest(client, collection)
@@ -714,6 +720,7 @@ def index_paths(client: QdrantClient, collection: str, model: Any, paths: Iterab
     try:
         for path, file_options in _files(paths, options):
             source, key = os.path.abspath(path), options_key(file_options)  # ingest's source: the absolute path
+            seen_sources.add(source)
             try:
                 digest = hash_file(path)
             except OSError as e:
@@ -733,9 +740,21 @@ def index_paths(client: QdrantClient, collection: str, model: Any, paths: Iterab
             writer.end_file(job)
     finally:
         writer.close()
+    if prune:
+        _prune(client, collection, paths, seen_sources, report)
     warn_if_large(client, collection)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _prune(client: QdrantClient, collection: str, paths: list[str], seen: set[str], report: IndexReport) -> None:
+    """Delete sources under the given folders that this run did not find on disk."""
+    roots = [os.path.join(os.path.abspath(p), "") for p in paths if os.path.isdir(p)]
+    for source in list_sources(client, collection):
+        if source not in seen and any(source.startswith(r) for r in roots) and not os.path.exists(source):
+            client.delete(collection, points_selector=models.FilterSelector(
+                filter=models.Filter(must=[_source_is(source)])), wait=True)
+            report.pruned.append(source)
 
 
 def index_snippets(client: QdrantClient, collection: str, model: Any, snippets: Iterable[Snippet], *,

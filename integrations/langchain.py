@@ -23,12 +23,8 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import tempfile
-import threading
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from itertools import islice
@@ -45,67 +41,25 @@ from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_qdrant import QdrantVectorStore  # noqa: E402
 from qdrant_client import QdrantClient, models  # noqa: E402
 
-import vc2l_retriever  # noqa: E402
 from vc2l_retriever import index as _index  # noqa: E402
+from vc2l_retriever.hub import encode_lock, load_shared  # noqa: E402
 from vc2l_retriever.ingest import IngestError, IngestOptions, ingest  # noqa: E402
-from vc2l_retriever.inputs import Snippet  # noqa: E402
+from vc2l_retriever.inputs import Snippet, save_images  # noqa: E402
 
 __all__ = ["VC2LDocumentLoader", "VC2LEmbeddings", "add_images", "add_snippets", "document_to_snippet",
            "snippet_to_document", "vector_store"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_IMAGE_DIR = Path(tempfile.gettempdir()) / "vc2l-images"
 _RESERVED = ("source", "page", "order", "kind", "image_paths", "image_path")
-_MODELS: dict[tuple[str, str | None], Any] = {}
-_MODELS_LOCK = threading.Lock()
-_ENCODE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 
-
-def shared_model(name_or_path: str | os.PathLike[str] | None = None, device: str | None = None) -> Any:
-    """``vc2l_retriever.load(name_or_path, device=device)``, loaded once per process and then shared."""
-    name = os.fspath(name_or_path) if name_or_path is not None else ""
-    key = (str(Path(name).resolve()) if name and Path(name).exists() else name, device)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = vc2l_retriever.load(name_or_path, device=device)
-        return _MODELS[key]
-
-
-def _encode_lock(model: Any) -> threading.Lock:
-    """One lock per model: async callers run ``encode`` in threads, and parallel forward passes would only
-    oversubscribe the CPU."""
-    with _MODELS_LOCK:
-        return _ENCODE_LOCKS.setdefault(model, threading.Lock())
-
-
-def image_paths(snippet: Snippet, image_dir: str | os.PathLike[str] | None = None) -> list[str]:
-    """Paths of a snippet's images; in-memory images (PDF figures, page tiles) are saved as PNGs named by content.
-
-    Payloads and metadata hold paths, never pixels. The same pixels always get the same file, so loading a
-    document twice writes nothing new.
-    """
-    folder = Path(image_dir) if image_dir is not None else DEFAULT_IMAGE_DIR
-    paths = []
-    for image in snippet.images:
-        if isinstance(image, Path):
-            paths.append(str(image))
-            continue
-        rgb = image.convert("RGB")
-        digest = hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()[:32]
-        path = folder / f"{digest}.png"
-        if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            rgb.save(path, format="PNG")
-        paths.append(str(path))
-    return paths
 
 
 def snippet_to_document(snippet: Snippet, image_dir: str | os.PathLike[str] | None = None) -> Document:
     """A LangChain ``Document``: the text as ``page_content``, provenance and ``image_paths`` as metadata."""
     metadata = dict(snippet.metadata)
     metadata.update(source=snippet.source, page=snippet.page, order=snippet.order, kind=snippet.kind,
-                    image_paths=image_paths(snippet, image_dir))
+                    image_paths=save_images(snippet, image_dir))
     return Document(page_content=snippet.text, metadata=metadata)
 
 
@@ -123,7 +77,7 @@ def with_image_files(snippet: Snippet, image_dir: str | os.PathLike[str] | None 
     """The snippet with in-memory images replaced by their saved PNG files (see :func:`image_paths`)."""
     if all(isinstance(image, Path) for image in snippet.images):
         return snippet
-    return replace(snippet, images=[Path(p) for p in image_paths(snippet, image_dir)])
+    return replace(snippet, images=[Path(p) for p in save_images(snippet, image_dir)])
 
 
 class VC2LEmbeddings(Embeddings):
@@ -142,7 +96,7 @@ class VC2LEmbeddings(Embeddings):
     def __init__(self, model_name_or_path: Any = None, *, device: str | None = None, batch_size: int = 32,
                  show_progress: bool = False, normalize: bool = True) -> None:
         if model_name_or_path is None or isinstance(model_name_or_path, (str, os.PathLike)):
-            self.model = shared_model(model_name_or_path, device)
+            self.model = load_shared(model_name_or_path, device)
         else:
             self.model = model_name_or_path
         self.batch_size, self.show_progress, self.normalize = batch_size, show_progress, normalize
@@ -151,7 +105,7 @@ class VC2LEmbeddings(Embeddings):
         """Embed anything ``model.encode`` takes (str, Path, PIL image, dict, Snippet) as lists of floats."""
         if not inputs:
             return []
-        with _encode_lock(self.model):
+        with encode_lock(self.model):
             vectors = self.model.encode(list(inputs), batch_size=self.batch_size, convert_to_numpy=True,
                                         show_progress_bar=self.show_progress,
                                         normalize_embeddings=self.normalize)

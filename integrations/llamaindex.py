@@ -19,14 +19,10 @@ serves as both ``embed_model`` and ``image_embed_model``: text and images share 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import logging
 import os
-import tempfile
-import threading
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,38 +43,17 @@ from llama_index.vector_stores.qdrant import QdrantVectorStore  # noqa: E402
 from PIL import Image  # noqa: E402
 from qdrant_client import QdrantClient  # noqa: E402
 
-import vc2l_retriever  # noqa: E402
 from vc2l_retriever import index as _index  # noqa: E402
+from vc2l_retriever.hub import encode_lock, load_shared  # noqa: E402
 from vc2l_retriever.ingest import IngestError, IngestOptions, ingest  # noqa: E402
-from vc2l_retriever.inputs import Snippet  # noqa: E402
+from vc2l_retriever.inputs import Snippet, save_images  # noqa: E402
 
 __all__ = ["VC2LEmbedding", "VC2LQdrantVectorStore", "VC2LReader", "llamaindex_payload_keys", "node_from_payload",
            "vector_store"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_IMAGE_DIR = Path(tempfile.gettempdir()) / "vc2l-images"
 LLM_HIDDEN_KEYS = ["order", "kind", "image_paths", "file_hash", "bbox", "element", "page_count"]
-_MODELS: dict[tuple[str, str | None], Any] = {}
-_MODELS_LOCK = threading.Lock()
-_ENCODE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
-
-
-def shared_model(name_or_path: str | os.PathLike[str] | None = None, device: str | None = None) -> Any:
-    """``vc2l_retriever.load(name_or_path, device=device)``, loaded once per process and then shared."""
-    name = os.fspath(name_or_path) if name_or_path is not None else ""
-    key = (str(Path(name).resolve()) if name and Path(name).exists() else name, device)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = vc2l_retriever.load(name_or_path, device=device)
-        return _MODELS[key]
-
-
-def _encode_lock(model: Any) -> threading.Lock:
-    """One lock per model: async callers run ``encode`` in threads, and parallel forward passes would only
-    oversubscribe the CPU."""
-    with _MODELS_LOCK:
-        return _ENCODE_LOCKS.setdefault(model, threading.Lock())
 
 
 def _as_image(image: Any) -> Image.Image | Path:
@@ -127,7 +102,7 @@ class VC2LEmbedding(MultiModalEmbedding):
     def __init__(self, model_name_or_path: Any = None, *, device: str | None = None, embed_batch_size: int = 32,
                  normalize: bool = True, **kwargs: Any) -> None:
         if model_name_or_path is None or isinstance(model_name_or_path, (str, os.PathLike)):
-            model = shared_model(model_name_or_path, device)
+            model = load_shared(model_name_or_path, device)
             kwargs.setdefault("model_name", os.fspath(model_name_or_path or "vc2l-default"))
         else:
             model = model_name_or_path
@@ -148,7 +123,7 @@ class VC2LEmbedding(MultiModalEmbedding):
         """Embed anything ``model.encode`` takes (str, Path, PIL image, dict, Snippet) as lists of floats."""
         if not inputs:
             return []
-        with _encode_lock(self._model):
+        with encode_lock(self._model):
             vectors = self._model.encode(list(inputs), batch_size=self.embed_batch_size, convert_to_numpy=True,
                                          show_progress_bar=False, normalize_embeddings=self.normalize)
         return vectors.astype(float).tolist()
@@ -206,22 +181,6 @@ class VC2LEmbedding(MultiModalEmbedding):
 # --- Reading files ------------------------------------------------------------------------------------------------
 
 
-def image_paths(snippet: Snippet, image_dir: str | os.PathLike[str] | None = None) -> list[str]:
-    """Paths of a snippet's images; in-memory images (PDF figures, page tiles) are saved as PNGs named by content."""
-    folder = Path(image_dir) if image_dir is not None else DEFAULT_IMAGE_DIR
-    paths = []
-    for image in snippet.images:
-        if isinstance(image, Path):
-            paths.append(str(image))
-            continue
-        rgb = image.convert("RGB")
-        path = folder / f"{hashlib.sha256(f'{rgb.size}'.encode() + rgb.tobytes()).hexdigest()[:32]}.png"
-        if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            rgb.save(path, format="PNG")
-        paths.append(str(path))
-    return paths
-
 
 def snippet_to_document(snippet: Snippet, image_dir: str | os.PathLike[str] | None = None) -> Document:
     """``Document`` for text and text+image snippets, ``ImageDocument`` for images and page tiles without text.
@@ -229,7 +188,7 @@ def snippet_to_document(snippet: Snippet, image_dir: str | os.PathLike[str] | No
     The ID is the project indexer's point ID. No metadata is rendered into the embedding (VC2L would draw it on
     the canvas); ``source`` and ``page`` stay visible to LLMs for citations.
     """
-    paths = image_paths(snippet, image_dir)
+    paths = save_images(snippet, image_dir)
     metadata = {**snippet.metadata, "source": snippet.source, "page": snippet.page, "order": snippet.order,
                 "kind": snippet.kind, "image_paths": paths}
     image_only = bool(paths) and not snippet.text.strip()

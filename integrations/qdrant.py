@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +89,17 @@ class VC2LQdrant:
             raise
 
     def index(self, items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Iterable[Snippet], *,
-              options: Any = None, progress: bool | None = None, prune: bool = False) -> IndexReport:
+              options: Any = None, progress: bool | None = None, prune: bool = False,
+              stop: Callable[[], bool] | None = None) -> IndexReport:
         """Index files and folders (via ``vc2l_retriever.ingest``) or Snippets; see ``index.index``.
 
-        ``prune=True`` deletes the points of files that vanished from the folders being indexed."""
+        ``prune=True`` deletes the points of files that vanished from the folders being indexed. ``stop`` (files
+        only) is polled after every snippet; when it returns True the run ends after the batch in progress."""
         kwargs: dict[str, Any] = {"batch_size": self.batch_size, "thumbnails": self.thumbnails, "progress": progress}
         if prune:
             kwargs["prune"] = True
+        if stop is not None:
+            kwargs["stop"] = stop
         if options is not None:
             kwargs["options"] = options
         return _index.index(self.client, self.collection_name, self.model, items, **kwargs)

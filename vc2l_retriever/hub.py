@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import replace
 from importlib import resources
@@ -103,6 +105,29 @@ def load(name_or_path: str | os.PathLike[str] | None = None, *, device: str | No
             )
         path = shipped
     return VC2LSentenceTransformer(str(path), device=device, local_files_only=True)
+
+
+_SHARED: dict[tuple[str, str | None], VC2LSentenceTransformer] = {}
+_SHARED_LOCK = threading.Lock()
+_ENCODE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def load_shared(name_or_path: str | os.PathLike[str] | None = None, device: str | None = None
+                ) -> VC2LSentenceTransformer:
+    """:func:`load`, once per process and path: framework adapters create many embedding objects, one model."""
+    name = os.fspath(name_or_path) if name_or_path is not None else ""
+    key = (str(Path(name).resolve()) if name and Path(name).exists() else name, device)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = load(name_or_path, device=device)
+        return _SHARED[key]
+
+
+def encode_lock(model: Any) -> threading.Lock:
+    """One lock per model. Async callers run ``encode`` in threads; parallel forward passes on one model would
+    only oversubscribe the CPU."""
+    with _SHARED_LOCK:
+        return _ENCODE_LOCKS.setdefault(model, threading.Lock())
 
 
 def create(config: VC2LConfig | str = "micro", *, device: str | None = None, seed: int | None = None,

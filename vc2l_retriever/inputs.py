@@ -15,6 +15,9 @@ Images given as paths are opened lazily, at render time, through :func:`open_ima
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ KINDS = ("text", "image", "text+image", "page", "empty")
 # twice its limit) and files above MAX_IMAGE_BYTES without reading them.
 MAX_IMAGE_PIXELS = 64_000_000
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_IMAGE_DIR = Path(tempfile.gettempdir()) / "vc2l-images"
 
 
 class InputError(ValueError):
@@ -196,3 +200,26 @@ def _to_rgb(im: Image.Image, max_pixels: int, name: str) -> Image.Image:
         return im.convert("RGB")
     except (OSError, ValueError, SyntaxError) as e:
         raise InputError(f"{name}: cannot decode image ({e})") from e
+
+
+def save_images(snippet: Snippet, image_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """Paths of a snippet's images; in-memory images (PDF figures, page tiles) are saved as PNGs named by content.
+
+    Vector-store payloads and framework metadata hold paths, never pixels. The same pixels always get the same
+    file, so loading a document twice writes nothing new. ``image_dir`` defaults to ``DEFAULT_IMAGE_DIR`` (in the
+    system temp folder): pass a lasting folder when the paths must outlive a reboot.
+    """
+    folder = Path(image_dir) if image_dir is not None else DEFAULT_IMAGE_DIR
+    paths = []
+    for image in snippet.images:
+        if isinstance(image, Path):
+            paths.append(str(image))
+            continue
+        rgb = image.convert("RGB")
+        digest = hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()[:32]
+        path = folder / f"{digest}.png"
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            rgb.save(path, format="PNG")
+        paths.append(str(path))
+    return paths

@@ -38,9 +38,10 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -268,6 +269,7 @@ class IndexReport:
         unchanged: Files skipped because their bytes and ingest options had not changed.
         skipped: ``(item, reason)`` for each file or snippet that could not be indexed.
         seconds: Wall time.
+        interrupted: The run was asked to stop (``stop``) and ended after the batch in progress.
     """
 
     files: int = 0
@@ -279,6 +281,7 @@ class IndexReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    interrupted: bool = False
 
     def summary(self) -> str:
         """Multi-line human summary (the CLI prints it)."""
@@ -288,6 +291,9 @@ class IndexReport:
             f"removed; {len(self.pruned)} deleted files pruned; {len(self.skipped)} skipped"
         ]
         lines += [f"  skipped {item}: {reason}" for item, reason in self.skipped]
+        if self.interrupted:
+            lines.append("  interrupted: stopped after the batch in progress; run again to finish "
+                         "(finished files are skipped)")
         return "\n".join(lines)
 
 
@@ -309,9 +315,9 @@ def open_client(path: str | os.PathLike[str] | None = None, *, url: str | None =
         raise ValueError("api_key= needs url=")
     location = os.fspath(path if path is not None else DEFAULT_PATH)
     if location == ":memory:":
-        return QdrantClient(location=":memory:", **kwargs)
+        return _serialized(QdrantClient(location=":memory:", **kwargs))
     try:
-        return QdrantClient(path=location, **kwargs)
+        return _serialized(QdrantClient(path=location, **kwargs))
     except RuntimeError as e:
         # qdrant-client's message: "Storage folder ... is already accessed by another instance of Qdrant client".
         if "already accessed" not in str(e):
@@ -320,6 +326,34 @@ def open_client(path: str | os.PathLike[str] | None = None, *, url: str | None =
             f"index {location} is in use by another process (an embedded index can be opened by one client at a "
             "time); close the other one, or run a Qdrant server and pass its url"
         ) from e
+
+
+class _Serialized:
+    """Forwards to qdrant-client's embedded backend one call at a time.
+
+    The embedded backend is not thread-safe: a search racing an upsert fails on arrays of different lengths. A store
+    is often shared by threads (a web server, LangChain's async wrappers), so clients from :func:`open_client`
+    serialise their calls; bring a server for parallel queries.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self._backend, self._lock = backend, threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._backend, name)
+        if not callable(value):
+            return value
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return locked
+
+
+def _serialized(client: QdrantClient) -> QdrantClient:
+    client._client = _Serialized(client._client)  # type: ignore[attr-defined]
+    return client
 
 
 def is_embedded(client: QdrantClient) -> bool:
@@ -703,12 +737,14 @@ def _ingest(path: Path, source: str, options: IngestOptions, report: IndexReport
 
 def index_paths(client: QdrantClient, collection: str, model: Any, paths: Iterable[str | os.PathLike[str]], *,
                 options: IngestOptions | None = None, batch_size: int = 32, thumbnails: Thumbnails = "bytes",
-                progress: bool | None = None, prune: bool = False) -> IndexReport:
+                progress: bool | None = None, prune: bool = False,
+                stop: Callable[[], bool] | None = None) -> IndexReport:
     """Index files and folders, streamed: one file's snippets and one batch of encoded images in memory at a time.
 
     A file that cannot be read or parsed is reported in ``IndexReport.skipped`` and keeps its old points. With
     ``prune=True``, points of files that were indexed under a given folder but no longer exist are deleted, so
-    the collection mirrors the folder.
+    the collection mirrors the folder. ``stop`` is polled after every snippet: once it returns True, the batch in
+    progress is written and the run ends with ``report.interrupted`` set (a later run finishes the work).
     """
     paths = [os.fspath(p) for p in paths]
     seen_sources: set[str] = set()
@@ -719,6 +755,9 @@ def index_paths(client: QdrantClient, collection: str, model: Any, paths: Iterab
                     progress=progress)
     try:
         for path, file_options in _files(paths, options):
+            if stop is not None and stop():
+                report.interrupted = True
+                break
             source, key = os.path.abspath(path), options_key(file_options)  # ingest's source: the absolute path
             seen_sources.add(source)
             try:
@@ -733,11 +772,10 @@ def index_paths(client: QdrantClient, collection: str, model: Any, paths: Iterab
             if snippets is None:
                 continue
             job = _FileJob(source, digest, key, total=len(snippets))
-            writer.start_file(job)
-            for snippet in snippets:
-                writer.add(snippet, job)
+            report.interrupted = not _queue_file(writer, job, snippets, stop)
             del snippets  # the writer's buffer holds what is still needed
-            writer.end_file(job)
+            if report.interrupted:
+                break
     finally:
         writer.close()
     if prune:
@@ -745,6 +783,17 @@ def index_paths(client: QdrantClient, collection: str, model: Any, paths: Iterab
     warn_if_large(client, collection)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _queue_file(writer: Writer, job: _FileJob, snippets: list[Snippet], stop: Callable[[], bool] | None) -> bool:
+    """Queue a file's snippets; False if ``stop`` fired first (the file stays unfinished: its old points are kept)."""
+    writer.start_file(job)
+    for snippet in snippets:
+        writer.add(snippet, job)
+        if stop is not None and stop():
+            return False
+    writer.end_file(job)
+    return True
 
 
 def _prune(client: QdrantClient, collection: str, paths: list[str], seen: set[str], report: IndexReport) -> None:
@@ -791,6 +840,7 @@ def index(client: QdrantClient, collection: str, model: Any,
     rest = _chain(first, iterator)
     if isinstance(first, Snippet):
         kwargs.pop("options", None)
+        kwargs.pop("stop", None)  # only file runs can stop part-way (and be finished by the next run)
         return index_snippets(client, collection, model, rest, **kwargs)
     return index_paths(client, collection, model, rest, **kwargs)  # type: ignore[arg-type]
 

@@ -105,6 +105,8 @@ def _open(path: Path, source: str, options: IngestOptions) -> pdfium.PdfDocument
             raise IngestError(source, "empty file (0 bytes)")
         return pdfium.PdfDocument(str(path), password=options.password)
     except pdfium.PdfiumError as e:
+        if _loads_without_pages(path, options.password):
+            raise IngestError(source, "PDF has no pages") from e
         if e.err_code == pdfium_c.FPDF_ERR_PASSWORD:
             reason = "encrypted PDF: wrong password" if options.password else \
                 "encrypted PDF: a password is required (IngestOptions.password)"
@@ -113,6 +115,20 @@ def _open(path: Path, source: str, options: IngestOptions) -> pdfium.PdfDocument
         raise IngestError(source, reason) from e
     except OSError as e:
         raise IngestError(source, f"cannot read file ({e.strerror or e})") from e
+
+
+def _loads_without_pages(path: Path, password: str | None) -> bool:
+    """Whether pdfium opens the file but finds no pages.
+
+    pypdfium2 refuses such a document with pdfium's *last* error code, which is stale: left by an earlier failed
+    file (a password error would be reported for a page-less PDF). Only this direct check tells them apart.
+    """
+    secret = None if password is None else (password + "\x00").encode("utf-8")
+    raw = pdfium_c.FPDF_LoadDocument((str(path) + "\x00").encode("utf-8", errors="surrogateescape"), secret)
+    if not raw:
+        return False
+    pdfium_c.FPDF_CloseDocument(raw)
+    return True
 
 
 def _title(doc: pdfium.PdfDocument) -> str:
@@ -247,15 +263,20 @@ def _page_images(page: pdfium.PdfPage, options: IngestOptions) -> tuple[list[tup
 
 
 def _decode(obj: pdfium.PdfImage, side: int) -> Image.Image:
+    rendered = False
     try:
         bitmap = obj.get_bitmap(render=False)
     except pdfium.PdfiumError:
         bitmap = obj.get_bitmap(render=True)  # some filters only decode through rendering
+        rendered = True
     try:
         image = open_image(bitmap.to_pil())  # copies into an RGB image that no longer needs the bitmap
     finally:
         bitmap.warn_on_close = False  # safe: nothing refers to the buffer any more
         bitmap.close()
+    low, high = image.convert("L").getextrema()
+    if rendered and low == high:  # pdfium renders an undecodable image as a blank box: skip it, do not embed it
+        raise ValueError("embedded image cannot be decoded (renders blank)")
     return shrink(image, side)
 
 

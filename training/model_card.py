@@ -1,0 +1,165 @@
+"""Write a model folder's ``README.md`` from its training run: held-out figures next to the teacher, the
+learning curve, speed and hours. Numbers come only from the run's files (and an optional speed JSON written by
+``bench_speed``), so the card cannot drift from what was measured.
+
+    python -m vc2l_retriever.training.model_card runs/default vc2l_retriever/models/vc2l-default \
+        --speed runs/speed.json --notes training/recipes/notes.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vc2l_retriever.model import VisionTransformer, count_parameters
+from vc2l_retriever.training.config import TrainConfig
+
+TASKS = ("title->section", "next-snippet", "image->caption")
+
+
+def read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(training records, eval records)`` of ``metrics.jsonl``."""
+    train, evals = [], []
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        record = json.loads(line)
+        (evals if "eval" in record else train).append(record)
+    return train, evals
+
+
+def training_hours(train: list[dict[str, Any]], max_gap_s: float = 600.0) -> float:
+    """Wall-clock hours spent training: gaps between log records, ignoring pauses longer than ``max_gap_s``."""
+    times = sorted(r["time"] for r in train if "time" in r)
+    return sum(b - a for a, b in zip(times, times[1:]) if b - a < max_gap_s) / 3600  # noqa: B905
+
+
+def _cell(result: dict[str, Any] | None) -> str:
+    if not result:
+        return "n/a"
+    return f"{result['recall@1']:.3f} / {result['mrr@10']:.3f}"
+
+
+def results_table(best: dict[str, Any], baseline: dict[str, Any]) -> str:
+    """Markdown table: each task's Recall@1 / MRR@10 for the model and the teacher."""
+    rows = ["| held-out task | n | vc2l-default R@1 / MRR@10 | all-MiniLM-L6-v2 R@1 / MRR@10 |",
+            "|---|---|---|---|"]
+    for task in TASKS:
+        ours = best.get(task)
+        if ours is None:
+            continue
+        theirs = baseline.get(task)
+        rows.append(f"| {task} | {ours['n']} | {_cell(ours)} | {_cell(theirs) if theirs else 'n/a (text only)'} |")
+    return "\n".join(rows)
+
+
+def curve_table(evals: list[dict[str, Any]]) -> str:
+    """Markdown table of Recall@1 per task against samples seen."""
+    tasks = [t for t in TASKS if any(t in e["eval"] for e in evals)]
+    rows = ["| samples (pairs) | " + " | ".join(f"{t} R@1" for t in tasks) + " |",
+            "|---|" + "---|" * len(tasks)]
+    for e in evals:
+        cells = [f"{e['eval'][t]['recall@1']:.3f}" if t in e["eval"] else "" for t in tasks]
+        rows.append(f"| {e['samples']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def write_card(run_dir: Path, model_dir: Path, speed: dict[str, Any] | None, notes: str) -> str:
+    """Compose the card and write it to ``model_dir/README.md``; returns the text."""
+    config = TrainConfig.from_yaml(run_dir / "config.yaml")
+    model_config = config.model.build()
+    params = count_parameters(VisionTransformer(model_config))
+    train, evals = read_metrics(run_dir)
+    best = json.loads((run_dir / "best.json").read_text(encoding="utf-8"))
+    baseline = json.loads((run_dir / "baseline.json").read_text(encoding="utf-8"))["results"]
+    provenance_path = model_dir / "training_provenance.json"
+    provenance = json.loads(provenance_path.read_text(encoding="utf-8")) if provenance_path.is_file() else {}
+    hours = training_hours(train)
+    samples = train[-1]["samples"] if train else 0
+    r = model_config.render
+    speed_line = "not measured"
+    if speed:
+        speed_line = (f"{speed['vc2l_passages_per_s']} passages/s vs all-MiniLM-L6-v2 "
+                      f"{speed['minilm_passages_per_s']} passages/s ({speed['ratio_vc2l_over_minilm']}x), "
+                      f"{speed['chars']}-character passages, batch {speed['batch_size']}, "
+                      f"{speed['threads']} CPU threads, both in one process")
+    text = f"""# vc2l-default
+
+A small VC2L encoder (arXiv 2510.18703): every input (text, image, text+image snippet) is rendered to pixels
+and embedded by one vision transformer. No tokenizer, no OCR. It was trained on CPU only, by distillation from
+all-MiniLM-L6-v2 plus the paper's next-snippet contrastive loss, and it is **much weaker than its teacher**:
+read the figures below before using it for anything but trying the pipeline.
+
+```python
+import vc2l_retriever
+model = vc2l_retriever.load()          # this folder, offline
+emb = model.encode(["a query", "a passage"])  # L2-normalised float32, {model_config.embed_dim}-d
+```
+
+## Architecture
+
+ViT, width {model_config.width}, {model_config.layers} layers, {model_config.heads} heads, patches \
+{model_config.patch_size} tall x {model_config.patch_w} wide, {model_config.pool} pooling, {model_config.embed_dim}-d \
+output, {params / 1e6:.2f}M parameters (weights stored as {'float16' if provenance.get('fp16') else 'float32'}). \
+Canvas: the `{r.layout}` layout, {r.tile} px wide, text lower-cased and cut at {r.max_chars} characters, at most \
+{r.max_rows} text rows and {r.max_images} image tile(s).
+
+## Training
+
+- Data: Debian documentation packages (python3.11-doc, python-scipy-doc, python-skimage-doc, sphinx-doc,
+  postgresql-doc-15, kicad-doc-en, texlive-latex-extra-doc), ingested with `vc2l_retriever.ingest` into the
+  paper's interleaved JSONL; held-out documents are whole files never seen in training. Recipe:
+  `training/recipes/default.sh` and `default.yaml` in the repository.
+- Losses: distillation (cosine + in-batch contrastive, weight {config.loss.distill}) to all-MiniLM-L6-v2's \
+embedding of the same text, and the paper's snippet InfoNCE on neighbouring segments (weight \
+{config.loss.infonce}). Curriculum on text length, as [until sample, characters]: {config.pairs.curriculum}, \
+then {config.pairs.max_chars}.
+- This folder holds the {provenance.get('checkpoint')} checkpoint by held-out score: step \
+{provenance.get('step')}, {provenance.get('samples')} pairs. When this card was written the run had trained on \
+{samples:,} pairs in {hours:.2f} hours of wall-clock time on one CPU thread of a shared 2-core machine (niced): \
+about {hours:.2f} CPU-hours.
+
+## Held-out retrieval (Recall@1 / MRR@10; corpus = all documents of the task)
+
+{results_table(best['eval'], baseline)}
+
+title->section: query = a section heading, document = the section's first snippet. next-snippet: query = a
+snippet, document = the one after it. image->caption: query = an image, document = the text of its snippet
+(all-MiniLM-L6-v2 cannot read images). A random ranking scores Recall@1 = 1/n (0.002 for n = 500).
+
+## Learning curve
+
+{curve_table(evals)}
+
+## Speed
+
+{speed_line}. Command: `python -m vc2l_retriever.training.bench_speed --model vc2l_retriever/models/vc2l-default`.
+
+## Limitations
+
+{notes.strip()}
+"""
+    (model_dir / "README.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``model_card RUN_DIR MODEL_DIR [--speed JSON] [--notes FILE]``."""
+    parser = argparse.ArgumentParser(description="Write a model card from a training run.")
+    parser.add_argument("run_dir")
+    parser.add_argument("model_dir")
+    parser.add_argument("--speed", help="JSON line written by bench_speed")
+    parser.add_argument("--notes", help="markdown file with the limitations section")
+    args = parser.parse_args(argv)
+    speed = json.loads(Path(args.speed).read_text(encoding="utf-8").strip().splitlines()[-1]) if args.speed else None
+    notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else "See the figures above."
+    write_card(Path(args.run_dir), Path(args.model_dir), speed, notes)
+    sys.stdout.write(f"wrote {Path(args.model_dir) / 'README.md'}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

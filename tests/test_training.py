@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,9 @@ def _ddp_worker(rank: int, config: dict[str, Any], port: int, out: str) -> None:
     if rank == 0:
         torch.save({"losses": torch.tensor(losses, dtype=torch.float64),
                     "state": {k: v.clone() for k, v in trainer.model.state_dict().items()}}, out)
+    # Rank 0 hosts the rendezvous store: if it exited while rank 1 was still tearing down, rank 1 would wait on
+    # the dead store until the 30-minute timeout. Leave together.
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
@@ -245,7 +249,13 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(corpus: P
         shutil.copytree(cache, cache / f"rank{rank}", ignore=shutil.ignore_patterns("rank*"))
     ddp_config = config.to_dict() | {"run_dir": str(tmp_path / "ddp")}
     out = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_worker, args=(ddp_config, _free_port(), str(out)), nprocs=2, join=True)
+    context = mp.spawn(_ddp_worker, args=(ddp_config, _free_port(), str(out)), nprocs=2, join=False)
+    deadline = time.monotonic() + 300
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:  # a hung rank must fail the test, not stall CI
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the 2-process Gloo run did not finish within 300 s")
     result = torch.load(out, weights_only=True)
     np.testing.assert_allclose(result["losses"].numpy(), single_losses, rtol=0, atol=1e-5)
     width = single.model_config.width

@@ -467,15 +467,20 @@ _MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'][^\"']*[\"']
 _RST_IMAGE = re.compile(r"^\.\.\s+(?:image|figure)::\s*(\S+)\s*$")
 
 
-def read_text(path: Path, source: str, options: IngestOptions) -> tuple[str, bool]:
-    """Read a text file as UTF-8 (BOMs honoured); undecodable bytes become U+FFFD. Returns (text, had_errors)."""
+def read_bytes(path: Path, source: str, options: IngestOptions) -> bytes:
+    """A file's bytes, refusing files over ``options.max_file_bytes`` before reading them."""
     try:
         size = path.stat().st_size
         if size > options.max_file_bytes:
             raise IngestError(source, f"file is larger than max_file_bytes ({size} > {options.max_file_bytes})")
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise IngestError(source, f"cannot read file ({e.strerror or e})") from e
+
+
+def read_text(path: Path, source: str, options: IngestOptions) -> tuple[str, bool]:
+    """Read a text file as UTF-8 (BOMs honoured); undecodable bytes become U+FFFD. Returns (text, had_errors)."""
+    data = read_bytes(path, source, options)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16", errors="replace"), False
     try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vc2l_retriever.ingest import Block, ImageResolver, IngestError, IngestOptions, pack
+from vc2l_retriever.ingest import Block, ImageResolver, IngestOptions, pack, read_bytes
 from vc2l_retriever.inputs import ImageLike, Snippet
 
 try:
@@ -70,13 +70,7 @@ def ingest_html(path: Path, source: str, options: IngestOptions) -> list[Snippet
 
 def _decode(path: Path, source: str, options: IngestOptions) -> tuple[str, str, bool]:
     """Decode with the BOM's or the declared charset; fall back to UTF-8 with replacement characters."""
-    try:
-        size = path.stat().st_size
-        if size > options.max_file_bytes:
-            raise IngestError(source, f"file is larger than max_file_bytes ({size} > {options.max_file_bytes})")
-        data = path.read_bytes()
-    except OSError as e:
-        raise IngestError(source, f"cannot read file ({e.strerror or e})") from e
+    data = read_bytes(path, source, options)
     for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
                       (codecs.BOM_UTF16_BE, "utf-16")):
         if data.startswith(bom):

@@ -117,10 +117,11 @@ Canvas: the `{r.layout}` layout, {r.tile} px wide, text lower-cased and cut at {
 embedding of the same text, and the paper's snippet InfoNCE on neighbouring segments (weight \
 {config.loss.infonce}). Curriculum on text length, as [until sample, characters]: {config.pairs.curriculum}, \
 then {config.pairs.max_chars}.
-- This folder holds the {provenance.get('checkpoint')} checkpoint by held-out score: step \
+- This folder holds the {provenance.get('checkpoint')} checkpoint by held-out score (mean Recall@1 of the \
+tasks below): step \
 {provenance.get('step')}, {provenance.get('samples')} pairs. When this card was written the run had trained on \
-{samples:,} pairs in {hours:.2f} hours of wall-clock time on one CPU thread of a shared 2-core machine (niced): \
-about {hours:.2f} CPU-hours.
+{samples:,} pairs in {hours:.2f} hours of wall-clock time on one CPU thread of a shared 2-core machine (niced), \
+so at most {hours:.2f} CPU-hours.
 
 ## Held-out retrieval (Recall@1 / MRR@10; corpus = all documents of the task)
 

@@ -99,7 +99,10 @@ class VC2LModule(InputModule):
         with open(os.path.join(output_path, CONFIG_NAME), "w", encoding="utf-8") as f:
             json.dump(self.get_config_dict(), f, indent=2)
         state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, os.path.join(output_path, WEIGHTS_NAME), metadata={"format": "pt"})
+        weights = os.path.join(output_path, WEIGHTS_NAME)
+        save_file(state, weights, metadata={"format": "pt"})
+        # safetensors writes through a private temporary file (mode 0600); a saved model must be readable by others.
+        os.chmod(weights, 0o644)
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> VC2LModule:

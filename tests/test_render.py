@@ -78,6 +78,12 @@ def test_line_breaking_moves_overflow_to_the_next_row() -> None:
     assert (rows[16:32] == 0).any()  # second row has ink
 
 
+def test_a_glyph_inked_at_the_cell_edge_is_trimmed_inside_the_cell() -> None:
+    # U+1C25 has ink only in the last columns: the 4-column minimum must not reach past the 16-column cell.
+    rows, used = render_lines("\u1c25" * 3, max_rows=1)
+    assert used == 1 and (rows == 0).any()
+
+
 def test_compact_canvas_height_follows_the_text() -> None:
     r = Renderer(RenderConfig(layout="compact", max_rows=32))
     short = r.render(Snippet(text="short query"))

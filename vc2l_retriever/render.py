@@ -106,7 +106,8 @@ class _Font:
         first = np.where(has_ink, ink_cols.argmax(axis=1), 0)
         last = np.where(has_ink, GLYPH - 1 - ink_cols[:, ::-1].argmax(axis=1), 0)
         start = np.maximum(first - 1, 0)
-        end = np.maximum(last + 1, start + 4)
+        # The reference slices the 16-column cell, so a glyph inked only at its right edge keeps fewer than 4.
+        end = np.minimum(np.maximum(last + 1, start + 4), GLYPH)
         self.start = np.where(has_ink, start, 0).astype(np.int64)
         self.width = np.where(has_ink, end - start, 4).astype(np.int64)
         self.bmp = np.zeros(1 << 16, np.int64)

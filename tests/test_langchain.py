@@ -45,42 +45,31 @@ ASYNC_MARKS = [
 ]
 
 
-class TestVC2LEmbeddingsStandardUnit(EmbeddingsUnitTests):
+class _OnSavedMicroModel:
+    """What both standard suites need: our class, built from the micro model saved to a temporary folder."""
+
+    model_dir: Path
+    pytestmark = ASYNC_MARKS
+
+    @pytest.fixture(autouse=True)
+    def _saved_model(self, micro_model_dir: Path) -> None:
+        type(self).model_dir = micro_model_dir
+
+    @property
+    def embeddings_class(self) -> type[VC2LEmbeddings]:
+        return VC2LEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict:
+        return {"model_name_or_path": str(self.model_dir)}
+
+
+class TestVC2LEmbeddingsStandardUnit(_OnSavedMicroModel, EmbeddingsUnitTests):
     """LangChain's standard unit suite, unchanged."""
 
-    model_dir: Path
-    pytestmark = ASYNC_MARKS
 
-    @pytest.fixture(autouse=True)
-    def _saved_model(self, micro_model_dir: Path) -> None:
-        type(self).model_dir = micro_model_dir
-
-    @property
-    def embeddings_class(self) -> type[VC2LEmbeddings]:
-        return VC2LEmbeddings
-
-    @property
-    def embedding_model_params(self) -> dict:
-        return {"model_name_or_path": str(self.model_dir)}
-
-
-class TestVC2LEmbeddingsStandardIntegration(EmbeddingsIntegrationTests):
+class TestVC2LEmbeddingsStandardIntegration(_OnSavedMicroModel, EmbeddingsIntegrationTests):
     """LangChain's standard integration suite, unchanged; it runs offline on the saved micro model."""
-
-    model_dir: Path
-    pytestmark = ASYNC_MARKS
-
-    @pytest.fixture(autouse=True)
-    def _saved_model(self, micro_model_dir: Path) -> None:
-        type(self).model_dir = micro_model_dir
-
-    @property
-    def embeddings_class(self) -> type[VC2LEmbeddings]:
-        return VC2LEmbeddings
-
-    @property
-    def embedding_model_params(self) -> dict:
-        return {"model_name_or_path": str(self.model_dir)}
 
 
 # --- fixtures ----------------------------------------------------------------------------------------------------

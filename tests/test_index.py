@@ -325,13 +325,21 @@ def test_cli_bad_arguments_exit_non_zero_with_one_line(argv: list[str], message:
     assert message in err and err.count("\n") == 1
 
 
-def test_cli_without_a_model_names_the_missing_default(tmp_path: Path, docs: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    if vc2l_retriever.available_models():
-        pytest.skip("a default model ships now")
-    assert main(["index", str(docs), "--index", str(tmp_path / "idx")]) == 1
+def test_cli_without_a_model_uses_the_shipped_default(tmp_path: Path, docs: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert "vc2l-default" in vc2l_retriever.available_models()
+    assert main(["index", str(docs), "--index", str(tmp_path / "idx")]) == 0
+    assert main(["search", "--image", str(docs / "stripes.png"), "--index", str(tmp_path / "idx"), "--json",
+                 "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    hit = json.loads(out[out.index("["):])[0]
+    assert hit["score"] == pytest.approx(1.0, abs=1e-3) and "stripes.png" in json.dumps(hit)
+
+
+def test_cli_names_a_missing_model(tmp_path: Path, docs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["index", str(docs), "--index", str(tmp_path / "idx"), "--model", "no-such-model"]) == 1
     err = capsys.readouterr().err
-    assert "no VC2L model" in err and "--model" in err and not (tmp_path / "idx").exists()
+    assert "no VC2L model" in err and not (tmp_path / "idx").exists()
 
 
 def test_cli_refuses_both_index_and_url() -> None:

@@ -43,7 +43,7 @@ from qdrant_client import QdrantClient, models  # noqa: E402
 
 from vc2l_retriever import index as _index  # noqa: E402
 from vc2l_retriever.hub import encode_lock, load_shared  # noqa: E402
-from vc2l_retriever.ingest import IngestError, IngestOptions, ingest  # noqa: E402
+from vc2l_retriever.ingest import IngestError, IngestOptions, ingest_snippets  # noqa: E402
 from vc2l_retriever.inputs import Snippet, save_images  # noqa: E402
 
 __all__ = ["VC2LDocumentLoader", "VC2LEmbeddings", "add_images", "add_snippets", "document_to_snippet",
@@ -147,13 +147,9 @@ class VC2LDocumentLoader(BaseLoader):
     def lazy_load(self) -> Iterator[Document]:
         """Yield documents file by file (a long PDF is streamed, not held in memory)."""
         self.errors = []
-        for item in ingest(self.paths, self.options):
-            if isinstance(item, IngestError):
-                if self.raise_errors:
-                    raise item
-                self.errors.append(item)  # ingest() has already logged it
-                continue
-            yield snippet_to_document(item, self.image_dir)
+        for snippet in ingest_snippets(self.paths, self.options, errors=self.errors,
+                                       raise_errors=self.raise_errors):
+            yield snippet_to_document(snippet, self.image_dir)
 
 
 def vector_store(client: QdrantClient, collection_name: str, embeddings: VC2LEmbeddings, *, create: bool = True,

@@ -45,7 +45,7 @@ from qdrant_client import QdrantClient  # noqa: E402
 
 from vc2l_retriever import index as _index  # noqa: E402
 from vc2l_retriever.hub import encode_lock, load_shared  # noqa: E402
-from vc2l_retriever.ingest import IngestError, IngestOptions, ingest  # noqa: E402
+from vc2l_retriever.ingest import IngestError, IngestOptions, ingest_snippets  # noqa: E402
 from vc2l_retriever.inputs import Snippet, save_images  # noqa: E402
 
 __all__ = ["VC2LEmbedding", "VC2LQdrantVectorStore", "VC2LReader", "llamaindex_payload_keys", "node_from_payload",
@@ -221,13 +221,9 @@ class VC2LReader(BaseReader):
                        **load_kwargs: Any) -> Iterator[Document]:
         """Yield documents file by file from files and folders."""
         self.errors = []
-        for item in ingest(paths if isinstance(paths, (str, os.PathLike)) else list(paths), self.options):
-            if isinstance(item, IngestError):
-                if self.raise_errors:
-                    raise item
-                self.errors.append(item)  # ingest() has already logged it
-                continue
-            yield snippet_to_document(item, self.image_dir)
+        targets = paths if isinstance(paths, (str, os.PathLike)) else list(paths)
+        for snippet in ingest_snippets(targets, self.options, errors=self.errors, raise_errors=self.raise_errors):
+            yield snippet_to_document(snippet, self.image_dir)
 
 
 # --- Qdrant collections written by the project's indexer -----------------------------------------------------------

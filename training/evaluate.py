@@ -136,7 +136,7 @@ def vc2l_encoder(model: VisionTransformer, config: VC2LConfig, batch_size: int =
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             batch = collator.pixels([renderer.render(snippets[k]) for k in chunk])
-            emb = model(batch["pixel_values"].to(device), batch["patch_rows"].to(device))
+            emb = model(collator.normalize(batch["pixel_values"].to(device)), batch["patch_rows"].to(device))
             out[chunk] = emb.float().cpu().numpy()
         model.train(was_training)
         return out

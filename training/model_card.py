@@ -27,7 +27,8 @@ def read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
     path = run_dir / "metrics.jsonl"
     for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
         record = json.loads(line)
-        (evals if "eval" in record else train).append(record)
+        if "start" not in record:  # start records say what the run ran on; they are not training steps
+            (evals if "eval" in record else train).append(record)
     return train, evals
 
 
@@ -67,7 +68,9 @@ def curve_table(evals: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def write_card(run_dir: Path, model_dir: Path, speed: dict[str, Any] | None, notes: str) -> str:
+def write_card(run_dir: Path, model_dir: Path, speed: dict[str, Any] | None, notes: str,
+               hardware: str = "one CPU thread of a shared 2-core machine (niced)",
+               recipe: str = "training/recipes/default.sh and default.yaml") -> str:
     """Compose the card and write it to ``model_dir/README.md``; returns the text."""
     config = TrainConfig.from_yaml(run_dir / "config.yaml")
     model_config = config.model.build()
@@ -89,9 +92,9 @@ def write_card(run_dir: Path, model_dir: Path, speed: dict[str, Any] | None, not
     text = f"""# vc2l-default
 
 A small VC2L encoder (arXiv 2510.18703): every input (text, image, text+image snippet) is rendered to pixels
-and embedded by one vision transformer. No tokenizer, no OCR. It was trained on CPU only, by distillation from
-all-MiniLM-L6-v2 plus the paper's next-snippet contrastive loss, and it is **much weaker than its teacher**:
-read the figures below before using it for anything but trying the pipeline.
+and embedded by one vision transformer. No tokenizer, no OCR. It was trained on {hardware}, by distillation
+from all-MiniLM-L6-v2 plus the paper's next-snippet contrastive loss, and it is **weaker than its teacher** on
+text: read the figures below before choosing it.
 
 ```python
 import vc2l_retriever
@@ -112,7 +115,7 @@ Canvas: the `{r.layout}` layout, {r.tile} px wide, text lower-cased and cut at {
 - Data: Debian documentation packages (python3.11-doc, python-scipy-doc, python-skimage-doc, sphinx-doc,
   postgresql-doc-15, kicad-doc-en, texlive-latex-extra-doc), ingested with `vc2l_retriever.ingest` into the
   paper's interleaved JSONL; held-out documents are whole files never seen in training. Recipe:
-  `training/recipes/default.sh` and `default.yaml` in the repository.
+  `{recipe}` in the repository.
 - Losses: distillation (cosine + in-batch contrastive, weight {config.loss.distill}) to all-MiniLM-L6-v2's \
 embedding of the same text, and the paper's snippet InfoNCE on neighbouring segments (weight \
 {config.loss.infonce}). Curriculum on text length, as [until sample, characters]: {config.pairs.curriculum}, \
@@ -120,8 +123,7 @@ then {config.pairs.max_chars}.
 - This folder holds the {provenance.get('checkpoint')} checkpoint by held-out score (mean Recall@1 of the \
 tasks below): step \
 {provenance.get('step')}, {provenance.get('samples')} pairs. When this card was written the run had trained on \
-{samples:,} pairs in {hours:.2f} hours of wall-clock time on one CPU thread of a shared 2-core machine (niced), \
-so at most {hours:.2f} CPU-hours.
+{samples:,} pairs in {hours:.2f} hours of wall-clock time on {hardware}.
 
 ## Held-out retrieval (Recall@1 / MRR@10; corpus = all documents of the task)
 
@@ -154,10 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model_dir")
     parser.add_argument("--speed", help="JSON line written by bench_speed")
     parser.add_argument("--notes", help="markdown file with the limitations section")
+    parser.add_argument("--hardware", default="one CPU thread of a shared 2-core machine (niced)",
+                        help="what the run trained on, as a phrase")
+    parser.add_argument("--recipe", default="training/recipes/default.sh and default.yaml",
+                        help="the recipe files to name")
     args = parser.parse_args(argv)
     speed = json.loads(Path(args.speed).read_text(encoding="utf-8").strip().splitlines()[-1]) if args.speed else None
     notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else "See the figures above."
-    write_card(Path(args.run_dir), Path(args.model_dir), speed, notes)
+    write_card(Path(args.run_dir), Path(args.model_dir), speed, notes, args.hardware, args.recipe)
     sys.stdout.write(f"wrote {Path(args.model_dir) / 'README.md'}\n")
     return 0
 

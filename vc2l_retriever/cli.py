@@ -221,7 +221,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not Path(args.config).is_file():
         raise CLIError(f"no such config: {args.config}")
     try:
-        config = TrainConfig.from_yaml(args.config)
+        config = TrainConfig.from_yaml(args.config).with_overrides(args.set)
         last = Trainer(config).train()
     except (ValueError, FileNotFoundError, TrainingError) as e:
         raise CLIError(str(e)) from e
@@ -261,6 +261,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     p = sub.add_parser("train", help="train a VC2L encoder from a YAML recipe (resumes a run folder)")
     p.add_argument("config", help="recipe YAML (see vc2l_retriever/training/recipes/default.yaml)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override recipe values, e.g. --set optim.total_samples=3000000 data.num_workers=8")
     handlers["train"] = _cmd_train
 
     p = sub.add_parser("export", help="export a training run's checkpoint as a model folder")

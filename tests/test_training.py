@@ -283,6 +283,28 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(corpus: P
 # --- export and the dataset builder ---------------------------------------------------------------------------
 
 
+def test_ragged_training_batches_embed_like_the_padded_inference_path(corpus: Path, tmp_path: Path) -> None:
+    from vc2l_retriever.render import Renderer
+    from vc2l_retriever.training.data import Collator
+    from vc2l_retriever.training.trainer import HeightBucketedEncoder
+
+    trainer = Trainer(micro_config(corpus, tmp_path / "run"))
+    config = trainer.model_config
+    image = Image.new("RGB", (40, 30), (200, 30, 90))
+    snippets = [vc2l_retriever.Snippet(text="short"), vc2l_retriever.Snippet(text="a much longer passage " * 12),
+                vc2l_retriever.Snippet(text="with a picture", images=[image]), vc2l_retriever.Snippet(text="tiny"),
+                vc2l_retriever.Snippet(images=[image])]
+    canvases = [Renderer(config.render).render(s) for s in snippets]
+    assert len({c.shape[0] for c in canvases}) >= 3  # several heights, repeated ones too
+    ragged = Collator(config).ragged(canvases)
+    assert ragged["pixel_values"].shape[0] == sum(c.shape[0] for c in canvases)  # not one padding row
+    trainer.model.eval()
+    with torch.no_grad():
+        got = HeightBucketedEncoder(trainer.model)(ragged["pixel_values"], ragged["patch_rows"]).numpy()
+    expected = vc2l_encoder(trainer.model, config)(snippets)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
 def test_export_loads_offline_and_embeds_like_the_trainer(corpus: Path, tmp_path: Path) -> None:
     trainer = Trainer(micro_config(corpus, tmp_path / "run"))
     _run(trainer, stop_after=2)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vc2l_retriever.model import VisionTransformer, count_parameters
+from vc2l_retriever.model import VisionTransformer, count_parameters, pixel_normalizer
 from vc2l_retriever.training import checkpoint as ckpt
 from vc2l_retriever.training.config import TrainConfig
 from vc2l_retriever.training.data import Collator, InterleavedDocuments, PairDataset, PairSampler, SampleRange
@@ -232,13 +232,14 @@ class Trainer:
         cfg, dev = self.config.loss, self.device
         views = [batch["a"], batch["b"]] + ([batch["gcl"][k] for k in ("text", "image", "fused")]
                                             if "gcl" in batch else [])
-        sizes = [v["pixel_values"].shape[0] for v in views]
-        pixels, rows = _concat_views(views)
+        sizes = [v["patch_rows"].shape[0] for v in views]
+        # Ragged uint8 canvases travel as they are; cutting into height buckets happens on the device.
+        pixels = torch.cat([v["pixel_values"].to(dev, non_blocking=True) for v in views])
+        rows = torch.cat([v["patch_rows"] for v in views]).to(dev)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (
             self.device.type == "cuda" and self.config.bf16) else contextlib.nullcontext()
         with autocast:
-            pixels = self.collator.normalize(pixels.to(dev, non_blocking=True))
-            emb = self.ddp(pixels, rows.to(dev)).float()  # bucketed by height
+            emb = self.ddp(pixels, rows).float()
         parts = list(torch.split(emb, sizes))
         a, b = parts[0], parts[1]
         terms: dict[str, torch.Tensor] = {}
@@ -344,39 +345,34 @@ class Trainer:
 
 
 class HeightBucketedEncoder(nn.Module):
-    """Runs the ViT once per canvas height, so no canvas is padded (what DDP wraps).
+    """Runs the ViT once per canvas height on a ragged batch, so no canvas is padded (what DDP wraps).
 
     A batch mixes 2-row queries with 30-row image+text canvases; padding all of them to the tallest would
-    multiply the cost of the short ones (measured: up to 8x on the default recipe). Embeddings come back in the
-    input order.
+    multiply the cost of the short ones (measured: up to 8x on the default recipe). Input is the collator's
+    ragged form (canvases stacked row-wise, ``uint8``); each bucket is gathered, normalised and encoded, and
+    embeddings come back in the input order.
     """
 
     def __init__(self, model: VisionTransformer) -> None:
         super().__init__()
         self.model = model
+        mean, std = pixel_normalizer(model.config)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
 
-    def forward(self, pixel_values: torch.Tensor, patch_rows: torch.Tensor) -> torch.Tensor:
-        """``pixel_values (N, 3, H, W)`` padded to the tallest, ``patch_rows (N,)`` -> ``(N, embed_dim)``."""
+    def forward(self, pixels: torch.Tensor, patch_rows: torch.Tensor) -> torch.Tensor:
+        """``pixels (sum of heights, W, 3) uint8``, ``patch_rows (N,)`` -> ``(N, embed_dim)``."""
         patch = self.model.config.patch_size
+        starts = (torch.cumsum(patch_rows, 0) - patch_rows) * patch  # first pixel row of each canvas
         order, outputs = [], []
         for rows in patch_rows.unique().tolist():
             index = (patch_rows == rows).nonzero().squeeze(1)
+            lines = starts[index, None] + torch.arange(rows * patch, device=pixels.device)[None, :]
+            x = pixels[lines].permute(0, 3, 1, 2).float().div_(255)  # (n, 3, rows * patch, W)
             order.append(index)
-            outputs.append(self.model(pixel_values[index, :, : rows * patch]))
+            outputs.append(self.model((x - self.mean) / self.std))
         inverse = torch.argsort(torch.cat(order))
         return torch.cat(outputs)[inverse]
-
-
-def _concat_views(views: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad every view's canvases to the tallest and stack them into one batch."""
-    height = max(v["pixel_values"].shape[2] for v in views)
-    padded = []
-    for v in views:
-        x = v["pixel_values"]
-        if x.shape[2] < height:
-            x = torch.nn.functional.pad(x, (0, 0, 0, height - x.shape[2]))  # masked by patch_rows
-        padded.append(x)
-    return torch.cat(padded), torch.cat([v["patch_rows"] for v in views])
 
 
 def main(argv: list[str] | None = None) -> int:

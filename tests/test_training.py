@@ -320,6 +320,27 @@ def test_export_loads_offline_and_embeds_like_the_trainer(corpus: Path, tmp_path
     assert cli_main(["export", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 1  # one-line error, no traceback
 
 
+def test_evaluate_command_reproduces_the_trainers_heldout_figures(corpus: Path, tmp_path: Path, capsys: Any) -> None:
+    from vc2l_retriever.training.evaluate import main as evaluate_main
+
+    config = micro_config(corpus, tmp_path / "run")
+    config.data.heldout, config.data.eval_queries = str(corpus), 6
+    trainer = Trainer(config)
+    _run(trainer, stop_after=2)
+    trainer.save(evaluate_first=True)
+    during_training = json.loads((tmp_path / "run" / "best.json").read_text())["eval"]
+    export_run(tmp_path / "run", tmp_path / "model")
+    out = tmp_path / "results.json"
+    assert evaluate_main(["--model", str(tmp_path / "model"), "--heldout", str(corpus), "--queries", "6",
+                          "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["vc2l"].keys() == during_training.keys()
+    for task, figures in during_training.items():
+        assert results["vc2l"][task] == pytest.approx(figures)
+    assert set(results["all-MiniLM-L6-v2"]) == {"title->section", "next-snippet"}  # text-only tasks
+    assert "| next-snippet | 6 |" in capsys.readouterr().out
+
+
 def test_builder_turns_html_and_pdf_folders_into_split_jsonl_with_images(tmp_path: Path) -> None:
     from fpdf import FPDF
 

@@ -8,12 +8,20 @@ Tasks, built deterministically from a held-out interleaved JSONL (documents the 
   image input).
 
 Every task scores Recall@1 and MRR@10 with all of the task's documents as the corpus.
+
+The model card's table, reproduced from a saved model (after ``training/recipes/default.sh`` steps 1-2)::
+
+    python -m vc2l_retriever.training.evaluate --model vc2l_retriever/models/vc2l-default \
+        --heldout data/docs/heldout.jsonl
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import random
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -147,3 +155,37 @@ def vc2l_encoder(model: VisionTransformer, config: VC2LConfig, batch_size: int =
 def text_encoder(embed_texts: Callable[[Sequence[str]], np.ndarray]) -> EncodeFn:
     """Adapt a text embedder (the teacher) to snippets, giving it the same lower-cased text VC2L renders."""
     return lambda snippets: np.asarray(embed_texts([s.text.lower() for s in snippets]), dtype=np.float32)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Score a saved model and all-MiniLM-L6-v2 on the held-out tasks, as the trainer and the model card do."""
+    from vc2l_retriever.st_module import VC2LModule
+    from vc2l_retriever.training.teacher import minilm_embedder
+
+    parser = argparse.ArgumentParser(description="Held-out retrieval of a VC2L model folder next to MiniLM.")
+    parser.add_argument("--model", default="vc2l_retriever/models/vc2l-default", help="VC2L model folder")
+    parser.add_argument("--heldout", default="data/docs/heldout.jsonl", help="held-out interleaved JSONL")
+    parser.add_argument("--queries", type=int, default=500, help="pairs per task (the recipes use 500)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip all-MiniLM-L6-v2")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    module = VC2LModule.load(args.model)
+    tasks = build_tasks(InterleavedDocuments(args.heldout), args.queries, module.config.render.max_chars)
+    results = {"vc2l": evaluate(vc2l_encoder(module.model, module.config), tasks)}
+    if not args.no_baseline:
+        embed, _ = minilm_embedder()
+        results["all-MiniLM-L6-v2"] = evaluate(text_encoder(embed), tasks, text_only=True)
+    lines = ["| task | n | VC2L R@1 / MRR@10 | all-MiniLM-L6-v2 R@1 / MRR@10 |", "|---|---|---|---|"]
+    for task in tasks:
+        ours, theirs = results["vc2l"][task.name], results.get("all-MiniLM-L6-v2", {}).get(task.name)
+        base = f"{theirs['recall@1']:.3f} / {theirs['mrr@10']:.3f}" if theirs else "n/a"
+        lines.append(f"| {task.name} | {ours['n']} | {ours['recall@1']:.3f} / {ours['mrr@10']:.3f} | {base} |")
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

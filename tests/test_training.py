@@ -320,11 +320,15 @@ def test_export_loads_offline_and_embeds_like_the_trainer(corpus: Path, tmp_path
     assert cli_main(["export", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 1  # one-line error, no traceback
 
 
-def test_evaluate_command_reproduces_the_trainers_heldout_figures(corpus: Path, tmp_path: Path, capsys: Any) -> None:
+def test_evaluate_command_reproduces_the_trainers_heldout_figures(corpus: Path, tmp_path: Path, capsys: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from vc2l_retriever.training import build_lexicon
     from vc2l_retriever.training.evaluate import main as evaluate_main
 
+    monkeypatch.setattr(build_lexicon, "HELDOUT_EVERY", 2)
+    wordnet = _mini_wordnet(tmp_path / "wn")
     config = micro_config(corpus, tmp_path / "run")
-    config.data.heldout, config.data.eval_queries = str(corpus), 6
+    config.data.heldout, config.data.eval_queries, config.data.wordnet = str(corpus), 6, str(wordnet)
     trainer = Trainer(config)
     _run(trainer, stop_after=2)
     trainer.save(evaluate_first=True)
@@ -332,12 +336,12 @@ def test_evaluate_command_reproduces_the_trainers_heldout_figures(corpus: Path, 
     export_run(tmp_path / "run", tmp_path / "model")
     out = tmp_path / "results.json"
     assert evaluate_main(["--model", str(tmp_path / "model"), "--heldout", str(corpus), "--queries", "6",
-                          "--json", str(out)]) == 0
+                          "--wordnet", str(wordnet), "--json", str(out)]) == 0
     results = json.loads(out.read_text())
-    assert results["vc2l"].keys() == during_training.keys()
+    assert results["vc2l"].keys() == during_training.keys() and "word->definition" in during_training
     for task, figures in during_training.items():
         assert results["vc2l"][task] == pytest.approx(figures)
-    assert set(results["all-MiniLM-L6-v2"]) == {"title->section", "next-snippet"}  # text-only tasks
+    assert set(results["all-MiniLM-L6-v2"]) == {"title->section", "next-snippet", "word->definition"}
     assert "| next-snippet | 6 |" in capsys.readouterr().out
 
 
@@ -364,6 +368,64 @@ def test_builder_turns_html_and_pdf_folders_into_split_jsonl_with_images(tmp_pat
     names = {n for d in range(len(docs)) for seg in docs[d].images for n in seg}
     assert names and all(docs.load_image(n) is not None for n in names)
     assert len(list((tmp_path / "out" / "images").iterdir())) == 1  # one figure, stored once by content hash
+
+
+def _mini_wordnet(folder: Path) -> Path:
+    """WordNet 3.0 files in their real format, three noun synsets and one adjective (licence header included)."""
+    folder.mkdir()
+    header = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
+    (folder / "data.noun").write_text(header + (
+        "07686720 13 n 02 sour_bread 0 sourdough_bread 0 001 @ 07679356 n 0000 | made with a starter of a small "
+        "amount of dough in which fermentation is active  \n"
+        "03862676 06 n 01 oven 0 002 @ 03528263 n 0000 | kitchen appliance used for baking or roasting  \n"
+        "13774404 23 n 0b batch 0 deal 0 flock 0 good_deal 0 great_deal 0 hatful 0 heap 0 lot 0 mass 0 mess 0 "
+        "mickle 0 000 | a large number or amount; \"a batch of letters\"; \"a lot of money\"  \n"))
+    (folder / "data.adj").write_text(header + (
+        "00001740 00 a 01 able(a) 0 000 | (usually followed by `to') having the necessary means; \"able to "
+        "swim\"  \n"))
+    (folder / "data.verb").write_text(header)
+    (folder / "data.adv").write_text(header)
+    (folder / "index.noun").write_text(header + "oven n 1 1 @ 1 1 03862676  \nbatch n 1 1 @ 1 1 13774404  \n"
+                                       "lot n 1 1 @ 1 1 13774404  \nsour_bread n 1 1 @ 1 0 07686720  \n")
+    (folder / "index.adj").write_text(header + "able a 1 0 1 1 00001740  \n")
+    (folder / "index.verb").write_text(header)
+    (folder / "index.adv").write_text(header)
+    return folder
+
+
+def test_lexicon_builder_keeps_the_most_common_synsets_as_word_definition_example_documents(
+        tmp_path: Path) -> None:
+    from vc2l_retriever.training.build_lexicon import build as build_lexicon
+
+    manifest = build_lexicon(_mini_wordnet(tmp_path / "wn"), tmp_path / "lex", max_synsets=2)
+    # Tagged senses: batch/lot (2 words), oven (1), able (1); sour bread has none and is never kept.
+    assert manifest["tagged_synsets"] == 3 and manifest["documents"] == 2
+    documents = InterleavedDocuments(tmp_path / "lex" / "train.jsonl")
+    first, second = documents[0], documents[1]
+    assert first.texts == ["batch, deal, flock, good deal, great deal, hatful, heap, lot, mass, mess, mickle",
+                           "a large number or amount", "a batch of letters", "a lot of money"]  # 0b = 11 words
+    assert second.texts == ["oven", "kitchen appliance used for baking or roasting"]
+    everything = build_lexicon(tmp_path / "wn", tmp_path / "all", max_synsets=None)
+    able = InterleavedDocuments(tmp_path / "all" / "train.jsonl")[2]
+    assert everything["documents"] == 3 and able.texts == [
+        "able", "(usually followed by `to') having the necessary means", "able to swim"]  # "(a)" marker dropped
+    pair = PairSampler(documents, PairConfig(long_range=0.0, drop_rate=0.0, aug_text=False), seed=0).sample(1)
+    assert (pair.a.text, pair.b.text) == ("oven", "kitchen appliance used for baking or roasting")
+
+
+def test_heldout_synsets_are_never_trained_on_and_become_the_word_definition_task(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vc2l_retriever.training import build_lexicon
+    from vc2l_retriever.training.evaluate import wordnet_task
+
+    monkeypatch.setattr(build_lexicon, "HELDOUT_EVERY", 2)  # ranking: batch, oven, able -> oven held out
+    wordnet = _mini_wordnet(tmp_path / "wn")
+    manifest = build_lexicon.build(wordnet, tmp_path / "lex", max_synsets=None)
+    trained = [d.texts[0] for d in InterleavedDocuments(tmp_path / "lex" / "train.jsonl")]
+    assert manifest["heldout_synsets"] == 1 and "oven" not in trained and len(trained) == 2
+    task = wordnet_task(wordnet)
+    assert [q.text for q in task.queries] == ["oven"]
+    assert [d.text for d in task.documents] == ["kitchen appliance used for baking or roasting"]
 
 
 def test_cli_train_runs_a_recipe_then_resumes_at_its_end(corpus: Path, tmp_path: Path) -> None:

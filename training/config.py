@@ -49,6 +49,7 @@ class DataSection:
     image_root: str | None = None  # default: ``images/`` next to the JSONL
     heldout: str | None = None  # held-out JSONL for the periodic retrieval eval
     eval_queries: int = 500  # queries per eval task
+    wordnet: str | None = None  # WordNet folder: adds the word->definition eval task (see build_lexicon)
     num_workers: int = 0
     teacher_cache: str | None = None  # default: ``<run_dir>/teacher_cache``
     teacher_model: str | None = None  # a sentence-transformers folder of all-MiniLM-L6-v2 (default: the PyPI package)

@@ -6,6 +6,8 @@ Tasks, built deterministically from a held-out interleaved JSONL (documents the 
 - ``next-snippet``: query = a text snippet, document = the snippet that follows it.
 - ``image->caption``: query = an image, document = the text of its snippet (VC2L only: the text teacher has no
   image input).
+- ``word->definition`` (with WordNet): query = a synset's words, document = its definition, over the synsets
+  that ``build_lexicon`` holds out (every 40th by commonness): everyday vocabulary outside the software manuals.
 
 Every task scores Recall@1 and MRR@10 with all of the task's documents as the corpus.
 
@@ -97,6 +99,14 @@ def build_tasks(documents: InterleavedDocuments, per_task: int = 500, max_chars:
     return tasks
 
 
+def wordnet_task(wordnet: str | Any, per_task: int = 500) -> RetrievalTask:
+    """The ``word->definition`` task on the most common held-out WordNet synsets (see ``build_lexicon``)."""
+    from vc2l_retriever.training.build_lexicon import heldout_synsets
+
+    pairs = _dedupe([(", ".join(s.words), s.definition) for s in heldout_synsets(wordnet)])[:per_task]
+    return RetrievalTask("word->definition", [Snippet(text=q) for q, _ in pairs], [Snippet(text=d) for _, d in pairs])
+
+
 def _dedupe(pairs: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
     # Repeated queries or documents (boilerplate headings such as "Parameters") make Recall@1 ill-defined.
     seen_q: set[Any] = set()
@@ -166,11 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="vc2l_retriever/models/vc2l-default", help="VC2L model folder")
     parser.add_argument("--heldout", default="data/docs/heldout.jsonl", help="held-out interleaved JSONL")
     parser.add_argument("--queries", type=int, default=500, help="pairs per task (the recipes use 500)")
+    parser.add_argument("--wordnet", help="WordNet folder (e.g. /usr/share/wordnet): adds word->definition")
     parser.add_argument("--no-baseline", action="store_true", help="skip all-MiniLM-L6-v2")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     module = VC2LModule.load(args.model)
     tasks = build_tasks(InterleavedDocuments(args.heldout), args.queries, module.config.render.max_chars)
+    if args.wordnet:
+        tasks.append(wordnet_task(args.wordnet, args.queries))
     results = {"vc2l": evaluate(vc2l_encoder(module.model, module.config), tasks)}
     if not args.no_baseline:
         embed, _ = minilm_embedder()

@@ -5,7 +5,7 @@
 
 What changes on the way, and why it does not change what the student learns:
 
-- JSONL files are xz-compressed (lossless).
+- JSONL files (every ``*.jsonl`` in the data folder) are xz-compressed (lossless).
 - Images are stored already resized to the 224x224 tile they are drawn into (the renderer's own resize, so the
   renderer then leaves them alone), as WebP quality 80: 77 MB of PNGs become about 5.5 MB.
 - The teacher's 30,522 x 384 word-embedding table is stored as int8 with one float16 scale per row, every other
@@ -94,8 +94,8 @@ def pack(data: Path, out: Path, int8_all: bool = False) -> None:
     import json
 
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("train.jsonl", "heldout.jsonl"):
-        with open(data / name, "rb") as f, lzma.open(out / (name + ".xz"), "wb", preset=6) as g:
+    for path in sorted(data.glob("*.jsonl")):  # train, heldout and any mix made beside them
+        with open(path, "rb") as f, lzma.open(out / (path.name + ".xz"), "wb", preset=6) as g:
             shutil.copyfileobj(f, g, 1 << 20)
     shutil.copy(data / "manifest.json", out / "manifest.json")
     size = pack_images(data / "images", out / "images")
@@ -119,8 +119,8 @@ def pack(data: Path, out: Path, int8_all: bool = False) -> None:
 
 def unpack(packed: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("train.jsonl", "heldout.jsonl"):
-        with lzma.open(packed / (name + ".xz"), "rb") as f, open(out / name, "wb") as g:
+    for path in sorted(packed.glob("*.jsonl.xz")):
+        with lzma.open(path, "rb") as f, open(out / path.name[: -len(".xz")], "wb") as g:
             shutil.copyfileobj(f, g, 1 << 20)
     shutil.copytree(packed / "images", out / "images", dirs_exist_ok=True)
     shutil.copytree(packed / "teacher", out / "teacher", dirs_exist_ok=True)

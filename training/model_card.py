@@ -18,7 +18,7 @@ from typing import Any
 from vc2l_retriever.model import VisionTransformer, count_parameters
 from vc2l_retriever.training.config import TrainConfig
 
-TASKS = ("title->section", "next-snippet", "image->caption")
+TASKS = ("title->section", "next-snippet", "image->caption", "word->definition")
 
 
 def read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -32,7 +32,7 @@ from vc2l_retriever.training import checkpoint as ckpt
 from vc2l_retriever.training.config import TrainConfig
 from vc2l_retriever.training.data import Collator, InterleavedDocuments, PairDataset, PairSampler, SampleRange
 from vc2l_retriever.training.distributed import DistInfo, all_reduce_mean, is_distributed, setup
-from vc2l_retriever.training.evaluate import build_tasks, evaluate, text_encoder, vc2l_encoder
+from vc2l_retriever.training.evaluate import build_tasks, evaluate, text_encoder, vc2l_encoder, wordnet_task
 from vc2l_retriever.training.losses import DistillLoss, GCLLoss, InfoNCELoss
 from vc2l_retriever.training.teacher import TeacherCache
 
@@ -144,7 +144,10 @@ class Trainer:
         if not (self.dist.is_main and self.config.data.heldout):
             return []
         heldout = InterleavedDocuments(self.config.data.heldout, self.config.data.image_root)
-        return build_tasks(heldout, self.config.data.eval_queries, self.model_config.render.max_chars)
+        tasks = build_tasks(heldout, self.config.data.eval_queries, self.model_config.render.max_chars)
+        if self.config.data.wordnet:
+            tasks.append(wordnet_task(self.config.data.wordnet, self.config.data.eval_queries))
+        return tasks
 
     # --- the loop --------------------------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ start)
         log_every=25 > runs/gpu-probe.log 2>&1 || { tail -n 30 runs/gpu-probe.log; exit 1; }
     RATE=$("$PY" -c "import json; r=[json.loads(l) for l in open('runs/gpu-probe/metrics.jsonl')]; \
 r=[x['samples_per_s'] for x in r if 'samples_per_s' in x]; r=r[1:] or r; print(sorted(r)[len(r)//2])")
-    TOTAL=$("$PY" -c "print(int($RATE * ${BUDGET_S:-1350} // 512 * 512))")  # a multiple of the batch
+    TOTAL=$("$PY" -c "print(max(int($RATE * ${BUDGET_S:-1350}) // 512, 1) * 512)")  # whole 512-pair batches
     echo "probe: $RATE samples/s -> optim.total_samples=$TOTAL for ${BUDGET_S:-1350} s"
     setsid nohup "$PY" -m vc2l_retriever.training.trainer training/recipes/default_gpu.yaml \
         optim.total_samples="$TOTAL" ${EXTRA:-} > runs/gpu-train.log 2>&1 < /dev/null &

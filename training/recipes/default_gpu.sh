@@ -59,8 +59,13 @@ case "${1:-}" in
 start)
     CALL_S=${2:-560}
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-    # DataLoader workers pass batches through /dev/shm; container defaults can be tiny.
-    mount -o remount,size=32G /dev/shm 2>/dev/null || true
+    # DataLoader workers pass batches through /dev/shm; container defaults (64 MB) are too small for 14 workers.
+    # Only a small one is enlarged, and the script says so: this is meant for the lent machine, not a desktop.
+    SHM_KB=$(df -k --output=size /dev/shm | tail -n 1)
+    if [ "$SHM_KB" -lt 8388608 ]; then
+        echo "enlarging /dev/shm from ${SHM_KB} kB to 32G for the data-loader workers"
+        mount -o remount,size=32G /dev/shm || echo "could not enlarge /dev/shm; use fewer workers"
+    fi
     df -h /dev/shm | tail -n 1
     "$PY" -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -n 2
     "$PY" -m vc2l_retriever.training.gpu_pack unpack .gpu data/docs

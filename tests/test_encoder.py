@@ -163,6 +163,15 @@ def test_config_round_trips_through_its_dict() -> None:
         VC2LConfig.from_dict({**config.to_dict(), "typo_field": 1})
 
 
+def test_a_partial_render_override_keeps_the_presets_other_render_fields() -> None:
+    config = VC2LConfig.from_preset("Ti/16-compact", width=320, heads=5, render={"max_chars": 256, "max_rows": 16})
+    assert (config.render.layout, config.render.max_chars, config.render.max_rows) == ("compact", 256, 16)
+    assert config.render.max_images == VC2LConfig.from_preset("Ti/16-compact").render.max_images
+    model = vc2l_retriever.create("micro", device="cpu", render={"max_chars": 64})
+    assert model.vc2l.config.render.layout == "compact"  # not the 448x448 official canvas
+    assert model.encode(["hello"]).shape == (1, 32)
+
+
 def test_presets_have_the_documented_shapes() -> None:
     paper = VC2LConfig.from_preset("B/16-448")
     assert (paper.width, paper.layers, paper.heads, paper.embed_dim, paper.grid) == (768, 12, 12, 512, (28, 28))

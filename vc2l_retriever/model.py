@@ -76,10 +76,18 @@ class VC2LConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> VC2LConfig:
-        """A named preset (see ``PRESETS``), with fields overridden by keyword."""
+        """A named preset (see ``PRESETS``), with fields overridden by keyword.
+
+        A ``render`` override given as a dict changes only the fields it names: ``render={"max_chars": 256}``
+        keeps the preset's layout. (Replacing the whole render config silently turned compact presets into
+        448x448 official canvases, seven times slower.)
+        """
         if name not in PRESETS:
             raise KeyError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
+        preset = PRESETS[name]
+        if isinstance(overrides.get("render"), dict):
+            overrides["render"] = replace(preset.render, **overrides["render"])
+        return replace(preset, **overrides)
 
 
 _COMPACT = RenderConfig(layout="compact", max_chars=512, max_rows=32, max_images=1)

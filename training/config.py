@@ -32,13 +32,7 @@ class ModelSection:
 
     def build(self) -> VC2LConfig:
         """The model config this section describes."""
-        base = VC2LConfig.from_preset(self.preset).to_dict()
-        for key, value in self.overrides.items():
-            if key == "render":
-                base["render"] = {**base["render"], **value}
-            else:
-                base[key] = value
-        return VC2LConfig.from_dict(base)
+        return VC2LConfig.from_preset(self.preset, **self.overrides)
 
 
 @dataclass

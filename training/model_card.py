@@ -18,6 +18,9 @@ from typing import Any
 from vc2l_retriever.model import VisionTransformer, count_parameters
 from vc2l_retriever.training.config import TrainConfig
 
+CPU_HARDWARE = "one CPU thread of a shared 2-core machine (niced)"  # the first recipe's machine
+CPU_RECIPE = "training/recipes/default.sh and default.yaml"
+
 TASKS = ("title->section", "next-snippet", "image->caption", "word->definition")
 
 
@@ -69,8 +72,7 @@ def curve_table(evals: list[dict[str, Any]]) -> str:
 
 
 def write_card(run_dir: Path, model_dir: Path, speed: dict[str, Any] | None, notes: str,
-               hardware: str = "one CPU thread of a shared 2-core machine (niced)",
-               recipe: str = "training/recipes/default.sh and default.yaml") -> str:
+               hardware: str = CPU_HARDWARE, recipe: str = CPU_RECIPE) -> str:
     """Compose the card and write it to ``model_dir/README.md``; returns the text."""
     config = TrainConfig.from_yaml(run_dir / "config.yaml")
     model_config = config.model.build()
@@ -156,9 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model_dir")
     parser.add_argument("--speed", help="JSON line written by bench_speed")
     parser.add_argument("--notes", help="markdown file with the limitations section")
-    parser.add_argument("--hardware", default="one CPU thread of a shared 2-core machine (niced)",
+    parser.add_argument("--hardware", default=CPU_HARDWARE,
                         help="what the run trained on, as a phrase")
-    parser.add_argument("--recipe", default="training/recipes/default.sh and default.yaml",
+    parser.add_argument("--recipe", default=CPU_RECIPE,
                         help="the recipe files to name")
     args = parser.parse_args(argv)
     speed = json.loads(Path(args.speed).read_text(encoding="utf-8").strip().splitlines()[-1]) if args.speed else None

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vc2l_retriever.model import VisionTransformer, count_parameters, pixel_normalizer
+from vc2l_retriever.model import VisionTransformer, count_parameters
 from vc2l_retriever.training import checkpoint as ckpt
 from vc2l_retriever.training.config import TrainConfig
 from vc2l_retriever.training.data import Collator, InterleavedDocuments, PairDataset, PairSampler, SampleRange
@@ -359,9 +359,7 @@ class HeightBucketedEncoder(nn.Module):
     def __init__(self, model: VisionTransformer) -> None:
         super().__init__()
         self.model = model
-        mean, std = pixel_normalizer(model.config)
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        self.normalize = Collator(model.config).normalize  # the one uint8 -> model-input scaling of training
 
     def forward(self, pixels: torch.Tensor, patch_rows: torch.Tensor) -> torch.Tensor:
         """``pixels (sum of heights, W, 3) uint8``, ``patch_rows (N,)`` -> ``(N, embed_dim)``."""
@@ -371,9 +369,8 @@ class HeightBucketedEncoder(nn.Module):
         for rows in patch_rows.unique().tolist():
             index = (patch_rows == rows).nonzero().squeeze(1)
             lines = starts[index, None] + torch.arange(rows * patch, device=pixels.device)[None, :]
-            x = pixels[lines].permute(0, 3, 1, 2).float().div_(255)  # (n, 3, rows * patch, W)
             order.append(index)
-            outputs.append(self.model((x - self.mean) / self.std))
+            outputs.append(self.model(self.normalize(pixels[lines].permute(0, 3, 1, 2))))  # (n, 3, h, W)
         inverse = torch.argsort(torch.cat(order))
         return torch.cat(outputs)[inverse]
 

@@ -123,6 +123,31 @@ def test_modality_dropout_share_follows_the_rate_or_the_papers_rule(tmp_path: Pa
     assert {"text", "image"} <= set(kinds)  # both modalities get dropped
 
 
+def test_heading_pairs_give_a_heading_and_its_section_at_the_configured_rate(tmp_path: Path) -> None:
+    body = "The body of the section says something worth finding. It has two sentences."
+    with open(tmp_path / "train.jsonl", "w", encoding="utf-8") as f:
+        for d in range(5):
+            texts = [f"Intro {d}\n{body}", f"{body} (continued)", f"Options {d}\n{body}", f"See also {d}\nx, y",
+                     "no heading here at all, just a long enough paragraph of text"]
+            headings = [f"Intro {d}", f"Intro {d}", f"Options {d}", f"See also {d}", ""]
+            f.write(json.dumps({"text": texts, "img": [[] for _ in texts], "meta": {"headings": headings}}) + "\n")
+    docs = InterleavedDocuments(tmp_path / "train.jsonl")
+    sampler = PairSampler(docs, PairConfig(heading_pairs=0.4, long_range=0.0, drop_rate=0.0), seed=3)
+    pairs = [sampler.sample(k) for k in range(2000)]
+    headed = [p for p in pairs if "\n" not in p.a.text and p.a.text.split()[0] in ("Intro", "Options", "See")]
+    assert len(headed) / len(pairs) == pytest.approx(0.4, abs=0.04)
+    # The query is the heading alone; the passage is that section without its heading line; stub sections
+    # ("See also": a 4-character body) and continuation segments (same heading as the one before) never qualify.
+    assert {p.a.text.split()[0] for p in headed} == {"Intro", "Options"}
+    assert all(p.b.text == body and p.weight == 1.0 for p in headed)
+    # Off (the default) draws nothing extra: the neighbour pairs are exactly those of a config without the field.
+    plain = PairSampler(docs, PairConfig(long_range=0.0, drop_rate=0.0), seed=3)
+    off = PairSampler(docs, PairConfig(heading_pairs=0.0, long_range=0.0, drop_rate=0.0), seed=3)
+    assert [plain.sample(k).a.text for k in range(50)] == [off.sample(k).a.text for k in range(50)]
+    assert all("\n" in plain.sample(k).a.text or "no heading" in plain.sample(k).a.text
+               or "(continued)" in plain.sample(k).a.text for k in range(50))
+
+
 def test_sentence_crop_keeps_whole_sentences_within_the_budget() -> None:
     text = "One two three. Four five six seven. Eight nine."
     assert sentence_crop(text, 100, None) == text
@@ -343,6 +368,58 @@ def test_evaluate_command_reproduces_the_trainers_heldout_figures(corpus: Path, 
         assert results["vc2l"][task] == pytest.approx(figures)
     assert set(results["all-MiniLM-L6-v2"]) == {"title->section", "next-snippet", "word->definition"}
     assert "| next-snippet | 6 |" in capsys.readouterr().out
+
+
+def fine_tune_config(corpus: Path, tmp_path: Path, start: Path, **optim: Any) -> TrainConfig:
+    """A short first run exported to ``start``, and a held-out-scored config of a second run starting there."""
+    first = Trainer(micro_config(corpus, tmp_path / "first"))
+    _run(first, stop_after=2)
+    first.save()
+    export_run(tmp_path / "first", start)
+    config = micro_config(corpus, tmp_path / "second", total_samples=16, **optim)
+    config.model.init_from = str(start)
+    config.data.heldout, config.data.eval_queries = str(corpus), 6
+    return config
+
+
+def test_a_fine_tune_scores_its_starting_weights_so_best_never_falls_below_them(corpus: Path,
+                                                                              tmp_path: Path) -> None:
+    from vc2l_retriever.training.evaluate import main as evaluate_main
+
+    config = fine_tune_config(corpus, tmp_path, tmp_path / "start", lr=0.5)  # a learning rate that wrecks it
+
+    assert evaluate_main(["--model", str(tmp_path / "start"), "--heldout", str(corpus), "--queries", "6",
+                          "--no-baseline", "--json", str(tmp_path / "start.json")]) == 0
+    start_scores = json.loads((tmp_path / "start.json").read_text())["vc2l"]
+    Trainer(config).train()
+    evals = [json.loads(line) for line in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if "eval" in r]
+    assert evals[0]["samples"] == 0 and evals[-1]["samples"] == 16
+    for task, figures in start_scores.items():
+        assert evals[0]["eval"][task] == pytest.approx(figures)
+    best = json.loads((tmp_path / "second" / "best.json").read_text())
+    assert best["score"] == max(r["score"] for r in evals)
+
+
+def test_a_fine_tune_exported_over_its_start_keeps_the_lineage_in_provenance_and_card(corpus: Path,
+                                                                                     tmp_path: Path) -> None:
+    from vc2l_retriever.training.model_card import write_card
+
+    config = fine_tune_config(corpus, tmp_path, tmp_path / "model")
+    config.loss.distill, config.pairs.heading_pairs = 1.0, 0.5
+    Trainer(config).train()
+    for _ in range(2):  # exporting twice over the starting folder must not make the run its own ancestor
+        export_run(tmp_path / "second", tmp_path / "model", fp16=True)
+        provenance = json.loads((tmp_path / "model" / "training_provenance.json").read_text())
+        assert provenance["run_dir"] == str(tmp_path / "second")
+        assert provenance["init_from"]["run_dir"] == str(tmp_path / "first")
+        assert provenance["init_from"]["samples"] == 16 and provenance["init_from"]["model"] == str(tmp_path / "model")
+    card = write_card(tmp_path / "second", tmp_path / "model", None, "Notes.")
+    best = json.loads((tmp_path / "second" / "best.json").read_text())["eval"]
+    assert f"{best['next-snippet']['recall@1']:.3f} / {best['next-snippet']['mrr@10']:.3f}" in card
+    assert "Fine-tuned from" in card and "16 pairs" in card and "first row (0 pairs)" in card
+    assert "with probability 0.5 a pair is (section heading" in card and "on CPU (1 thread)" in card
+    assert "| 0 |" in card and "| 16 |" in card  # the curve starts at the starting model
 
 
 def test_builder_turns_html_and_pdf_folders_into_split_jsonl_with_images(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ random run of whole sentences (``aug_text``). Departures, all documented on :cla
 - Every sample is a pure function of ``(seed, sample index)``, so a resumed run, any number of DataLoader
   workers and any number of ranks see exactly the same samples.
 - A curriculum may cap the text length by sample index (short texts first: they are cheap and teach reading).
+- ``heading_pairs`` (off by default) adds a second kind of pair from the same documents: a section heading and
+  the section's text without it, the shape of a short search query and its passage (see :class:`PairConfig`).
 - Missing or corrupt images are skipped and counted (``images_skipped`` in each batch), never fatal.
 """
 
@@ -150,6 +152,10 @@ class PairConfig:
         curriculum: ``[[until_sample, max_chars], ...]``: before global sample ``until_sample`` texts are cut
             to ``max_chars``; after the last entry ``max_chars`` applies.
         max_images: Images kept per snippet.
+        heading_pairs: Probability that a sample is (section heading, that section's first segment without the
+            heading) instead of two neighbouring segments, for documents whose ``meta.headings`` name one. The
+            paper pairs neighbours only; its pairs never show the model a short query beside a long passage,
+            which is what most searches are. 0 draws nothing extra, so other settings sample exactly as before.
     """
 
     long_range: float = 0.1
@@ -160,6 +166,7 @@ class PairConfig:
     max_chars: int = 768
     curriculum: list[list[int]] = field(default_factory=list)
     max_images: int = 1
+    heading_pairs: float = 0.0
 
     def chars_at(self, sample: int) -> int:
         """Text budget for a global sample index."""
@@ -167,6 +174,17 @@ class PairConfig:
             if sample < until:
                 return min(int(chars), self.max_chars)
         return self.max_chars
+
+
+MIN_SECTION_CHARS = 40  # shorter section bodies are mostly stubs ("See also"), not passages worth finding
+
+
+def heading_crop(heading: str, max_chars: int) -> str:
+    """A heading cut to the budget at a word boundary (headings are one line; they are never sentence-cropped)."""
+    if len(heading) <= max_chars:
+        return heading
+    cut = heading[:max_chars]
+    return cut[: cut.rindex(" ")] if " " in cut else cut
 
 
 def sentence_crop(text: str, max_chars: int, rng: random.Random | None) -> str:
@@ -240,6 +258,10 @@ class PairSampler:
         raise ValueError(f"{self.documents.path}: no document has two usable segments")
 
     def _pair(self, doc: Document, rng: random.Random, max_chars: int) -> PairSample | None:
+        if self.config.heading_pairs > 0 and rng.random() < self.config.heading_pairs:
+            pair = self._heading_pair(doc, rng, max_chars)
+            if pair is not None:
+                return pair
         usable = [i for i, t in enumerate(doc.texts) if t.strip() or doc.images[i]]
         if len(usable) < 2:
             return None
@@ -256,9 +278,29 @@ class PairSampler:
             return None
         return PairSample(a, b, weight, skipped[0])
 
-    def _snippet(self, doc: Document, i: int, rng: random.Random, max_chars: int, skipped: list[int]) -> Snippet:
+    def _heading_pair(self, doc: Document, rng: random.Random, max_chars: int) -> PairSample | None:
+        headings = [str(h).rstrip("¶").strip() for h in doc.meta.get("headings") or []]
+        starts = []  # segments that open a section: the heading is their first line and a body follows it
+        for i, text in enumerate(doc.texts[: len(headings)]):
+            heading = headings[i]
+            first, _, body = text.strip().partition("\n")
+            if (len(heading) >= 3 and (i == 0 or headings[i - 1] != heading)
+                    and first.rstrip("¶").strip() == heading and len(body.strip()) >= MIN_SECTION_CHARS):
+                starts.append((i, body.strip()))
+        if not starts:
+            return None
+        i, body = starts[rng.randrange(len(starts))]
+        skipped = [0]
+        query = Snippet(text=heading_crop(headings[i], max_chars))
+        section = self._snippet(doc, i, rng, max_chars, skipped, text=body)
+        if section.kind == "empty":
+            return None
+        return PairSample(query, section, 1.0, skipped[0])
+
+    def _snippet(self, doc: Document, i: int, rng: random.Random, max_chars: int, skipped: list[int],
+                 text: str | None = None) -> Snippet:
         cfg = self.config
-        text = sentence_crop(doc.texts[i], max_chars, rng if cfg.aug_text else None)
+        text = sentence_crop(doc.texts[i] if text is None else text, max_chars, rng if cfg.aug_text else None)
         images = []
         for name in doc.images[i][: cfg.max_images]:
             image = self.documents.load_image(name)

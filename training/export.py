@@ -36,6 +36,7 @@ def export_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
         logger.warning("%s has no best checkpoint (no held-out eval ran); exporting the latest", run_dir)
         which = "latest"
     weights, state = load_checkpoint(run_dir, which)
+    started_from = _init_provenance(config.model.init_from, run_dir)  # read first: out_dir may be that folder
     module = VC2LModule(config.model.build())
     module.model.load_state_dict(weights, strict=True)
     model = VC2LSentenceTransformer(modules=[module], device="cpu")
@@ -49,5 +50,25 @@ def export_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     os.chmod(os.path.join(out_dir, WEIGHTS_NAME), 0o644)
     provenance = {"run_dir": str(run_dir), "checkpoint": which, "step": state.get("step"),
                   "samples": state.get("samples"), "fp16": fp16}
+    if started_from is not None:
+        provenance["init_from"] = started_from
     Path(out_dir, "training_provenance.json").write_text(json.dumps(provenance, indent=2), encoding="utf-8")
     return model
+
+
+def _init_provenance(init_from: str | None, run_dir: Path) -> dict[str, object] | None:
+    """Where a fine-tune's starting weights came from: the provenance of its ``model.init_from`` folder.
+
+    Exporting a fine-tune over the folder it started from (how the shipped model gets a second stage) replaces
+    that folder's provenance, so on a re-export the folder already names this run; its ``init_from`` is the
+    starting point then.
+    """
+    if not init_from:
+        return None
+    path = Path(init_from, "training_provenance.json")
+    if not path.is_file():
+        return {"model": str(init_from)}
+    found = json.loads(path.read_text(encoding="utf-8"))
+    if Path(str(found.get("run_dir", ""))).resolve() == run_dir.resolve():
+        return found.get("init_from")  # type: ignore[no-any-return]
+    return {"model": str(init_from), **found}

@@ -71,8 +71,42 @@ def curve_table(evals: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def _run_device(run_dir: Path) -> str:
+    """What this run's ``start`` records say it ran on ("" for runs older than those records)."""
+    path = run_dir / "metrics.jsonl"
+    starts = [json.loads(line)["start"] for line in path.read_text(encoding="utf-8").splitlines()
+              if line.startswith('{"start"')] if path.is_file() else []
+    # A resumed run may have moved machines: each kind once, in order.
+    kinds = dict.fromkeys(f"{s['device']} x{s['world']}" if s["device"] != "cpu"
+                          else f"CPU ({s['threads']} thread{'s' * (s['threads'] != 1)})" for s in starts)
+    return ", then ".join(kinds)
+
+
+def _lineage(provenance: dict[str, Any]) -> str:
+    """One sentence on the starting weights of a fine-tune (empty for a run trained from scratch)."""
+    init = provenance.get("init_from")
+    if not init:
+        return ""
+    where = f"run `{init['run_dir']}`, {init['samples']:,} pairs" if "samples" in init else "a saved model"
+    return (f"\n- Fine-tuned from `{init.get('model')}` as it was before this run ({where}); the learning curve's "
+            "first row (0 pairs) is that starting model, scored on the same queries.")
+
+
+def _losses_line(config: TrainConfig) -> str:
+    loss, pairs = config.loss, config.pairs
+    line = (f"distillation (cosine + in-batch contrastive, weight {loss.distill}) to all-MiniLM-L6-v2's embedding "
+            f"of the same text, and the paper's snippet InfoNCE on neighbouring segments (weight {loss.infonce})")
+    if pairs.heading_pairs:
+        line += (f"; with probability {pairs.heading_pairs:g} a pair is (section heading, that section's text) "
+                 "instead of neighbours, where the drawn document has headings")
+    if pairs.curriculum:
+        line += (f". Curriculum on text length, as [until sample, characters]: {pairs.curriculum}, then "
+                 f"{pairs.max_chars}")
+    return line + "."
+
+
 def write_card(run_dir: Path, model_dir: Path, speed: dict[str, Any] | None, notes: str,
-               hardware: str = CPU_HARDWARE, recipe: str = CPU_RECIPE) -> str:
+               hardware: str = CPU_HARDWARE, recipe: str = CPU_RECIPE, extra_data: str = "") -> str:
     """Compose the card and write it to ``model_dir/README.md``; returns the text."""
     config = TrainConfig.from_yaml(run_dir / "config.yaml")
     model_config = config.model.build()
@@ -116,16 +150,13 @@ Canvas: the `{r.layout}` layout, {r.tile} px wide, text lower-cased and cut at {
 
 - Data: Debian documentation packages (python3.11-doc, python-scipy-doc, python-skimage-doc, sphinx-doc,
   postgresql-doc-15, kicad-doc-en, texlive-latex-extra-doc), ingested with `vc2l_retriever.ingest` into the
-  paper's interleaved JSONL; held-out documents are whole files never seen in training. Recipe:
+  paper's interleaved JSONL{extra_data}; held-out documents are whole files never seen in training. Recipe:
   `{recipe}` in the repository.
-- Losses: distillation (cosine + in-batch contrastive, weight {config.loss.distill}) to all-MiniLM-L6-v2's \
-embedding of the same text, and the paper's snippet InfoNCE on neighbouring segments (weight \
-{config.loss.infonce}). Curriculum on text length, as [until sample, characters]: {config.pairs.curriculum}, \
-then {config.pairs.max_chars}.
+- Losses: {_losses_line(config)}{_lineage(provenance)}
 - This folder holds the {provenance.get('checkpoint')} checkpoint by held-out score (mean Recall@1 of the \
 tasks below): step \
 {provenance.get('step')}, {provenance.get('samples')} pairs. When this card was written the run had trained on \
-{samples:,} pairs in {hours:.2f} hours of wall-clock time on {hardware}.
+{samples:,} pairs in {hours:.2f} hours of wall-clock time on {_run_device(run_dir) or hardware}.
 
 ## Held-out retrieval (Recall@1 / MRR@10; corpus = all documents of the task)
 
@@ -162,10 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="what the run trained on, as a phrase")
     parser.add_argument("--recipe", default=CPU_RECIPE,
                         help="the recipe files to name")
+    parser.add_argument("--extra-data", default="",
+                        help="training sources beyond the Debian manuals, as a phrase")
     args = parser.parse_args(argv)
     speed = json.loads(Path(args.speed).read_text(encoding="utf-8").strip().splitlines()[-1]) if args.speed else None
     notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else "See the figures above."
-    write_card(Path(args.run_dir), Path(args.model_dir), speed, notes, args.hardware, args.recipe)
+    extra = f", plus {args.extra_data}" if args.extra_data else ""
+    write_card(Path(args.run_dir), Path(args.model_dir), speed, notes, args.hardware, args.recipe, extra)
     sys.stdout.write(f"wrote {Path(args.model_dir) / 'README.md'}\n")
     return 0
 

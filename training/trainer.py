@@ -182,6 +182,9 @@ class Trainer:
                                  "samples": self.samples, "time": time.time()})
         if self.samples == 0 and self.tasks and self.dist.is_main:
             self._baseline()
+            # A fine-tune that only hurts must export the weights it began with (once, also across a resume).
+            if self.config.model.init_from and self._evaluated_step != self.step:
+                self.save(evaluate_first=True)
         last: dict[str, Any] = {}
         window = {"time": time.perf_counter(), "samples": self.samples, "skipped": 0}
         for group in self.batches():

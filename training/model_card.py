@@ -74,8 +74,8 @@ def curve_table(evals: list[dict[str, Any]]) -> str:
 def _run_device(run_dir: Path) -> str:
     """What this run's ``start`` records say it ran on ("" for runs older than those records)."""
     path = run_dir / "metrics.jsonl"
-    starts = [json.loads(line)["start"] for line in path.read_text(encoding="utf-8").splitlines()
-              if line.startswith('{"start"')] if path.is_file() else []
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    starts = [r["start"] for r in records if "start" in r]
     # A resumed run may have moved machines: each kind once, in order.
     kinds = dict.fromkeys(f"{s['device']} x{s['world']}" if s["device"] != "cpu"
                           else f"CPU ({s['threads']} thread{'s' * (s['threads'] != 1)})" for s in starts)

@@ -422,6 +422,17 @@ def test_a_fine_tune_exported_over_its_start_keeps_the_lineage_in_provenance_and
     assert "| 0 |" in card and "| 16 |" in card  # the curve starts at the starting model
 
 
+def test_card_reports_the_exported_checkpoints_scores_not_the_best_ones() -> None:
+    from vc2l_retriever.training.model_card import exported_eval
+
+    evals = [{"samples": s, "eval": {"title->section": {"recall@1": r}}} for s, r in ((0, 0.2), (8, 0.4), (16, 0.3))]
+    best = {"step": 1, "eval": evals[1]["eval"]}
+    assert exported_eval(evals, best, {"checkpoint": "best", "samples": 8}) == evals[1]["eval"]
+    assert exported_eval(evals, best, {"checkpoint": "latest", "samples": 16}) == evals[2]["eval"]
+    with pytest.raises(ValueError, match="no held-out eval at 12 pairs"):
+        exported_eval(evals, best, {"checkpoint": "latest", "samples": 12})
+
+
 def test_builder_turns_html_and_pdf_folders_into_split_jsonl_with_images(tmp_path: Path) -> None:
     from fpdf import FPDF
 

@@ -35,6 +35,17 @@ def read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
     return train, evals
 
 
+def exported_eval(evals: list[dict[str, Any]], best: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    """Held-out results of the checkpoint the folder holds: ``best.json``'s unless a later one was exported."""
+    if provenance.get("checkpoint") == "best" or "samples" not in provenance:
+        return best["eval"]
+    for record in reversed(evals):
+        if record["samples"] == provenance["samples"]:
+            return record["eval"]
+    raise ValueError(f"no held-out eval at {provenance['samples']} pairs in metrics.jsonl: export a checkpoint "
+                     "that was scored, or --which best")
+
+
 def training_hours(train: list[dict[str, Any]], max_gap_s: float = 600.0) -> float:
     """Wall-clock hours spent training: gaps between log records, ignoring pauses longer than ``max_gap_s``."""
     times = sorted(r["time"] for r in train if "time" in r)
@@ -105,6 +116,12 @@ def _losses_line(config: TrainConfig) -> str:
     return line + "."
 
 
+def _which_line(provenance: dict[str, Any]) -> str:
+    if provenance.get("checkpoint") == "best":
+        return "the best checkpoint by held-out score (mean Recall@1 of the tasks below)"
+    return f"the run's {provenance.get('checkpoint')} checkpoint (not chosen by held-out score)"
+
+
 def write_card(run_dir: Path, model_dir: Path, speed: dict[str, Any] | None, notes: str,
                hardware: str = CPU_HARDWARE, recipe: str = CPU_RECIPE, extra_data: str = "") -> str:
     """Compose the card and write it to ``model_dir/README.md``; returns the text."""
@@ -153,14 +170,13 @@ Canvas: the `{r.layout}` layout, {r.tile} px wide, text lower-cased and cut at {
   paper's interleaved JSONL{extra_data}; held-out documents are whole files never seen in training. Recipe:
   `{recipe}` in the repository.
 - Losses: {_losses_line(config)}{_lineage(provenance)}
-- This folder holds the {provenance.get('checkpoint')} checkpoint by held-out score (mean Recall@1 of the \
-tasks below): step \
+- This folder holds {_which_line(provenance)}: step \
 {provenance.get('step')}, {provenance.get('samples')} pairs. When this card was written the run had trained on \
 {samples:,} pairs in {hours:.2f} hours of wall-clock time on {_run_device(run_dir) or hardware}.
 
 ## Held-out retrieval (Recall@1 / MRR@10; corpus = all documents of the task)
 
-{results_table(best['eval'], baseline)}
+{results_table(exported_eval(evals, best, provenance), baseline)}
 
 title->section: query = a section heading, document = the section's first snippet. next-snippet: query = a
 snippet, document = the one after it. image->caption: query = an image, document = the text of its snippet

@@ -119,7 +119,7 @@ def _losses_line(config: TrainConfig) -> str:
 def _which_line(provenance: dict[str, Any]) -> str:
     if provenance.get("checkpoint") == "best":
         return "the best checkpoint by held-out score (mean Recall@1 of the tasks below)"
-    return f"the run's {provenance.get('checkpoint')} checkpoint (not chosen by held-out score)"
+    return f"the run's {provenance.get('checkpoint')} checkpoint (the last one trained)"
 
 
 def write_card(run_dir: Path, model_dir: Path, speed: dict[str, Any] | None, notes: str,

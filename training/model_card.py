@@ -24,15 +24,20 @@ CPU_RECIPE = "training/recipes/default.sh and default.yaml"
 TASKS = ("title->section", "next-snippet", "image->caption", "word->definition")
 
 
-def read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(training records, eval records)`` of ``metrics.jsonl``."""
-    train, evals = [], []
+def read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(training records, eval records, start records)`` of ``metrics.jsonl``.
+
+    Start records say what each (re)start of the run ran on; they are not training steps.
+    """
+    train, evals, starts = [], [], []
     path = run_dir / "metrics.jsonl"
     for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
         record = json.loads(line)
-        if "start" not in record:  # start records say what the run ran on; they are not training steps
+        if "start" in record:
+            starts.append(record["start"])
+        else:
             (evals if "eval" in record else train).append(record)
-    return train, evals
+    return train, evals, starts
 
 
 def exported_eval(evals: list[dict[str, Any]], best: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
@@ -82,11 +87,8 @@ def curve_table(evals: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def _run_device(run_dir: Path) -> str:
-    """What this run's ``start`` records say it ran on ("" for runs older than those records)."""
-    path = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
-    starts = [r["start"] for r in records if "start" in r]
+def _run_device(starts: list[dict[str, Any]]) -> str:
+    """What a run's ``start`` records say it ran on ("" for runs older than those records)."""
     # A resumed run may have moved machines: each kind once, in order.
     kinds = dict.fromkeys(f"{s['device']} x{s['world']}" if s["device"] != "cpu"
                           else f"CPU ({s['threads']} thread{'s' * (s['threads'] != 1)})" for s in starts)
@@ -128,7 +130,7 @@ def write_card(run_dir: Path, model_dir: Path, speed: dict[str, Any] | None, not
     config = TrainConfig.from_yaml(run_dir / "config.yaml")
     model_config = config.model.build()
     params = count_parameters(VisionTransformer(model_config))
-    train, evals = read_metrics(run_dir)
+    train, evals, starts = read_metrics(run_dir)
     best = json.loads((run_dir / "best.json").read_text(encoding="utf-8"))
     baseline = json.loads((run_dir / "baseline.json").read_text(encoding="utf-8"))["results"]
     provenance_path = model_dir / "training_provenance.json"
@@ -136,6 +138,7 @@ def write_card(run_dir: Path, model_dir: Path, speed: dict[str, Any] | None, not
     hours = training_hours(train)
     samples = train[-1]["samples"] if train else 0
     r = model_config.render
+    extra = f", plus {extra_data}" if extra_data else ""
     speed_line = "not measured"
     if speed:
         speed_line = (f"{speed['vc2l_passages_per_s']} passages/s vs all-MiniLM-L6-v2 "
@@ -167,12 +170,12 @@ Canvas: the `{r.layout}` layout, {r.tile} px wide, text lower-cased and cut at {
 
 - Data: Debian documentation packages (python3.11-doc, python-scipy-doc, python-skimage-doc, sphinx-doc,
   postgresql-doc-15, kicad-doc-en, texlive-latex-extra-doc), ingested with `vc2l_retriever.ingest` into the
-  paper's interleaved JSONL{extra_data}; held-out documents are whole files never seen in training. Recipe:
+  paper's interleaved JSONL{extra}; held-out documents are whole files never seen in training. Recipe:
   `{recipe}` in the repository.
 - Losses: {_losses_line(config)}{_lineage(provenance)}
 - This folder holds {_which_line(provenance)}: step \
 {provenance.get('step')}, {provenance.get('samples')} pairs. When this card was written the run had trained on \
-{samples:,} pairs in {hours:.2f} hours of wall-clock time on {_run_device(run_dir) or hardware}.
+{samples:,} pairs in {hours:.2f} hours of wall-clock time on {_run_device(starts) or hardware}.
 
 ## Held-out retrieval (Recall@1 / MRR@10; corpus = all documents of the task)
 
@@ -214,8 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     speed = json.loads(Path(args.speed).read_text(encoding="utf-8").strip().splitlines()[-1]) if args.speed else None
     notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else "See the figures above."
-    extra = f", plus {args.extra_data}" if args.extra_data else ""
-    write_card(Path(args.run_dir), Path(args.model_dir), speed, notes, args.hardware, args.recipe, extra)
+    write_card(Path(args.run_dir), Path(args.model_dir), speed, notes, args.hardware, args.recipe, args.extra_data)
     sys.stdout.write(f"wrote {Path(args.model_dir) / 'README.md'}\n")
     return 0
 

@@ -29,8 +29,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vc2l_retriever import evaluation as ev
 from vc2l_retriever.inputs import Snippet
 
@@ -51,23 +49,6 @@ def load_minilm() -> Any:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(get_model_path()), device="cpu")
-
-
-def bm25_scorer() -> ev.Scorer:
-    """BM25 (``bm25s`` defaults, English stop words) over the documents' text."""
-    import bm25s
-
-    def tokens(texts: Sequence[str]) -> list[list[str]]:
-        return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
-
-    def score(queries: Sequence[Snippet], documents: Sequence[Snippet]) -> np.ndarray:
-        index = bm25s.BM25()
-        index.index(tokens([d.text for d in documents]), show_progress=False)
-        zeros = np.zeros(len(documents))  # a query of stop words only matches nothing
-        return np.stack([index.get_scores(q) if q else zeros for q in tokens([q.text for q in queries])]
-                        ).astype(np.float32)
-
-    return score
 
 
 def text_runnable(rset: ev.RetrievalSet) -> bool:
@@ -153,7 +134,7 @@ def build_sets(args: argparse.Namespace, tile_dir: str) -> tuple[list[ev.Retriev
 
 
 def run_text_systems(sets: list[ev.RetrievalSet], minilm: Any) -> dict[str, dict[str, dict[str, float]]]:
-    scorers = {"MiniLM": ev.dense_scorer(ev.CachedEncoder(ev.text_encoder(minilm))), "BM25": bm25_scorer()}
+    scorers = {"MiniLM": ev.dense_scorer(ev.CachedEncoder(ev.text_encoder(minilm))), "BM25": ev.bm25_scorer()}
     return {name: {s.name: ev.evaluate_set(s, scorer) for s in sets if s.name != "csr" and text_runnable(s)}
             for name, scorer in scorers.items()}
 
@@ -166,7 +147,7 @@ def run_page_systems(csr: ev.RetrievalSet, minilm: Any, vc2l: ev.EncodeFn,
     dense = ev.dense_scorer(ev.text_encoder(minilm))
     results: dict[str, dict] = {}
     seconds = {"OCR (Tesseract)": ocr_seconds}
-    for name, texts, scorer in (("OCR+MiniLM", ocr, dense), ("OCR+BM25", ocr, bm25_scorer()),
+    for name, texts, scorer in (("OCR+MiniLM", ocr, dense), ("OCR+BM25", ocr, ev.bm25_scorer()),
                                 ("Text layer+MiniLM", layer, dense),
                                 ("Text layer+VC2L", layer, ev.dense_scorer(vc2l))):
         results[name], seconds[name + " scoring"] = timed(ev.evaluate_set, page_text_set(csr, texts), scorer)

@@ -19,6 +19,12 @@ def micro_model() -> vc2l_retriever.VC2LSentenceTransformer:
 
 
 @pytest.fixture(scope="session")
+def reader_model() -> vc2l_retriever.VC2LSentenceTransformer:
+    """A random-weight micro reader (glyph stem + BERT-shaped body on the grid layout)."""
+    return vc2l_retriever.create("reader-micro", seed=0, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def official_model() -> vc2l_retriever.VC2LSentenceTransformer:
     """A tiny model on the paper's official 448x448 canvas."""
     config = vc2l_retriever.VC2LConfig(width=32, layers=1, heads=2, embed_dim=16)

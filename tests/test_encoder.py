@@ -24,7 +24,7 @@ def mixed_batch() -> list:
             {"image": [STRIPES]}]
 
 
-@pytest.mark.parametrize("model_name", ["micro_model", "official_model"])
+@pytest.mark.parametrize("model_name", ["micro_model", "official_model", "reader_model"])
 def test_embeddings_are_unit_length_and_independent_of_batch_size_and_order(model_name: str,
                                                                          request: pytest.FixtureRequest) -> None:
     model = request.getfixturevalue(model_name)
@@ -69,16 +69,19 @@ def test_encode_query_and_document_match_encode(micro_model: SentenceTransformer
     np.testing.assert_allclose(micro_model.encode_document(["what is vc2l"]), plain, atol=1e-6)
 
 
+@pytest.mark.parametrize("model_name", ["micro_model", "reader_model"])
 def test_save_then_load_and_plain_sentence_transformer_give_identical_embeddings(
-        micro_model: SentenceTransformer, micro_model_dir: Path) -> None:
+        model_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    model = request.getfixturevalue(model_name)
+    model.save(str(tmp_path / "saved"))
     items = mixed_batch()
-    expected = micro_model.encode(items)
-    loaded = vc2l_retriever.load(micro_model_dir)
-    plain = SentenceTransformer(str(micro_model_dir), trust_remote_code=True, device="cpu")
+    expected = model.encode(items)
+    loaded = vc2l_retriever.load(tmp_path / "saved")
+    plain = SentenceTransformer(str(tmp_path / "saved"), trust_remote_code=True, device="cpu")
     assert isinstance(loaded, SentenceTransformer)
     np.testing.assert_array_equal(loaded.encode(items), expected)
     np.testing.assert_array_equal(plain.encode(items), expected)
-    assert loaded.vc2l.config == micro_model.vc2l.config  # the renderer settings travel with the model
+    assert loaded.vc2l.config == model.vc2l.config  # the renderer settings travel with the model
 
 
 def test_saved_model_records_its_package_requirement(micro_model_dir: Path) -> None:

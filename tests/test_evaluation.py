@@ -372,3 +372,142 @@ def test_text_protocol_runs_on_ingested_snippets_with_their_heading_metadata(tmp
     assert sorted(q.text for q in rset.queries) == sorted(
         [f"Guide topic{k}" for k in range(3)] + [f"Usage topic{k}" for k in range(3)])
     assert ev.evaluate_set(rset, ev.dense_scorer(topic_encoder(3)))["recall@5"] == 1.0
+
+
+# ------------------------------------------------------------------------- training/evaluate.py (held-out sets)
+
+
+def section_documents(path: Path, topics: Sequence[str]) -> Path:
+    """One document per topic, each a heading and two long snippets, so every ``build_tasks`` text task has pairs."""
+    docs = []
+    for topic in topics:
+        texts = [f"Configuring {topic}\nThe {topic} settings live in one file that this section explains fully.",
+                 f"After the settings, restart {topic} and read its log to see that the change was taken."]
+        docs.append({"text": texts, "img": [], "meta": {"headings": [f"Configuring {topic}", ""]}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_jsonl(path, docs)
+
+
+def test_bm25_finds_the_document_sharing_the_querys_words_and_a_stop_word_query_finds_nothing() -> None:
+    pytest.importorskip("bm25s")  # the bench extra
+    from vc2l_retriever.training import evaluate as tev
+
+    queries = ["kernel scheduler latency", "python decorator syntax", "postgres vacuum freeze", "the and of it"]
+    documents = ["The kernel scheduler decides which task runs; latency depends on it.",
+                 "A decorator in Python wraps a function; the syntax uses an at sign.",
+                 "VACUUM in Postgres reclaims space, and FREEZE marks old rows.",
+                 "Nothing here shares a word with any of the queries above."]
+    task = tev.RetrievalTask("toy", [Snippet(text=q) for q in queries], [Snippet(text=d) for d in documents])
+    image_task = tev.RetrievalTask("pictures", [Snippet(images=[Image.new("RGB", (8, 8))])], [Snippet(text="x")])
+    results = tev.bm25_results([task, image_task])
+    assert set(results) == {"toy"}  # BM25 reads text only
+    # three exact hits; the stop-word query scores every document 0, and ties count against it: rank 4 of 4
+    assert results["toy"] == {"recall@1": 0.75, "mrr@10": (3 + 1 / 4) / 4, "n": 4}
+
+
+def test_a_model_that_scores_everything_alike_earns_nothing() -> None:
+    from vc2l_retriever.training import evaluate as tev
+
+    assert tev.score(np.ones((5, 3)), np.ones((5, 3))) == {"recall@1": 0.0, "mrr@10": pytest.approx(1 / 5)}
+    assert tev.score(np.eye(5) * 3, np.eye(5))["recall@1"] == 1.0  # cosine: the scale of a vector is ignored
+
+
+def test_heldout_sets_parse_as_label_and_path_or_as_a_bare_path_named_by_its_folder(tmp_path: Path) -> None:
+    from vc2l_retriever.training import evaluate as tev
+
+    assert tev.parse_heldout(["ood=data/ood/heldout.jsonl", "data/docs/heldout.jsonl", "x/a=b/h.jsonl"]) == {
+        "ood": "data/ood/heldout.jsonl", "docs": "data/docs/heldout.jsonl", "a=b": "x/a=b/h.jsonl"}
+    with pytest.raises(ValueError, match="twice"):
+        tev.parse_heldout(["data/docs/heldout.jsonl", "docs=other.jsonl"])
+    with pytest.raises(ValueError, match="LABEL=PATH"):
+        tev.parse_heldout(["=data/ood/heldout.jsonl"])
+    ood = section_documents(tmp_path / "ood" / "heldout.jsonl", ["git"])
+    args = tev._parse_args(["--heldout", f"out-of-domain={ood}", "--heldout", str(ood), "--no-baseline"])
+    assert args.heldout == {"out-of-domain": str(ood), "ood": str(ood)}
+
+
+def test_without_heldout_both_default_sets_are_scored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vc2l_retriever.training import evaluate as tev
+
+    monkeypatch.chdir(tmp_path)
+    for path in tev.DEFAULT_HELDOUT.values():
+        section_documents(tmp_path / path, ["git"])
+    assert tev._parse_args(["--no-baseline"]).heldout == {"in-domain": "data/docs/heldout.jsonl",
+                                                          "out-of-domain": "data/ood/heldout.jsonl"}
+
+
+def test_without_bm25s_the_command_leaves_bm25_out_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    import importlib.util
+
+    from vc2l_retriever.training import evaluate as tev
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bm25s" else real(name, *a))
+    data = section_documents(tmp_path / "docs" / "heldout.jsonl", ["git"])
+    assert tev._parse_args(["--heldout", str(data)]).bm25 is False
+    assert "BM25 skipped" in caplog.text
+
+
+def test_missing_heldout_files_are_a_usage_error(tmp_path: Path) -> None:
+    from vc2l_retriever.training import evaluate as tev
+
+    with pytest.raises(SystemExit):
+        tev._parse_args(["--heldout", f"x={tmp_path / 'absent.jsonl'}", "--no-baseline"])
+
+
+def test_task_sets_keep_their_names_apart_when_merged(tmp_path: Path) -> None:
+    from vc2l_retriever.training import evaluate as tev
+
+    paths = {"docs": str(section_documents(tmp_path / "docs" / "heldout.jsonl", ["nginx", "cron", "samba"])),
+             "ood": str(section_documents(tmp_path / "ood" / "heldout.jsonl", ["git", "octave"]))}
+    sets = tev.build_task_sets(paths, per_task=10, max_chars=480)
+    assert {label: [(t.name, len(t.queries)) for t in tasks] for label, tasks in sets.items()} == {
+        "docs": [("title->section", 3), ("next-snippet", 3)], "ood": [("title->section", 2), ("next-snippet", 2)]}
+    merged = tev.merge_task_sets(sets)
+    assert [t.name for t in merged] == ["docs/title->section", "docs/next-snippet", "ood/title->section",
+                                        "ood/next-snippet"]
+    assert merged[2].queries == sets["ood"][0].queries
+
+
+def test_module_encoder_matches_the_modules_own_preprocess_and_forward(micro_model) -> None:
+    import torch
+
+    from vc2l_retriever.training import evaluate as tev
+
+    module = micro_model[0]
+    snippets = [Snippet(text="a passage of some length " * (k % 4 + 1) + str(k)) for k in range(7)]
+    module.train()
+    got = tev.module_encoder(module, batch_size=3)(snippets)  # sorted and batched unlike the reference
+    assert module.training  # its mode is given back
+    module.eval()
+    with torch.no_grad():
+        expected = module.forward(module.preprocess(snippets))["sentence_embedding"].numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert tev.module_encoder(module)([]).shape == (0, module.get_embedding_dimension())
+
+
+def test_evaluate_command_scores_each_set_with_vc2l_minilm_and_bm25(tmp_path: Path, micro_model_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("bm25s")  # the bench extra
+    from vc2l_retriever.training import evaluate as tev
+    from vc2l_retriever.training import teacher
+
+    # all-MiniLM-L6-v2 stood in for by a bag of words: fast, and exact on these sets
+    vocabulary = ["nginx", "cron", "samba", "git", "octave"]
+    embed = lambda texts: np.array([[t.count(w) + 1e-3 for w in vocabulary] for t in texts], np.float32)  # noqa: E731
+    monkeypatch.setattr(teacher, "minilm_embedder", lambda: (embed, len(vocabulary)))
+    docs = section_documents(tmp_path / "docs" / "heldout.jsonl", vocabulary[:3])
+    ood = section_documents(tmp_path / "ood" / "heldout.jsonl", vocabulary[3:])
+    out = tmp_path / "results.json"
+    assert tev.main(["--model", str(micro_model_dir), "--heldout", str(docs), "--heldout", f"out-of-domain={ood}",
+                     "--queries", "10", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert list(results) == ["docs", "out-of-domain"]
+    assert set(results["out-of-domain"]) == {"vc2l", "all-MiniLM-L6-v2", "bm25"}
+    assert results["out-of-domain"]["bm25"]["title->section"] == {"recall@1": 1.0, "mrr@10": 1.0, "n": 2}
+    assert results["docs"]["all-MiniLM-L6-v2"]["next-snippet"]["recall@1"] == 1.0
+    printed = capsys.readouterr().out
+    assert "| out-of-domain | title->section | 2 |" in printed and "| docs | next-snippet | 3 |" in printed
+    assert printed.count("\n") == 2 + 4

@@ -25,7 +25,8 @@ ANY_TEXT = st.text(alphabet=ANY_CHAR, max_size=1500)
 OFFICIAL = RenderConfig()
 COMPACT = RenderConfig(layout="compact", max_chars=256, max_rows=8, max_images=1)
 COMPACT_TALL = RenderConfig(layout="compact", max_chars=2000, max_rows=40, max_images=2, lowercase=False)
-CONFIGS = [OFFICIAL, COMPACT, COMPACT_TALL]
+GRID = RenderConfig(layout="grid", max_rows=6, max_chars=512)
+CONFIGS = [OFFICIAL, COMPACT, COMPACT_TALL, GRID]
 
 MODES = ["RGB", "L", "LA", "RGBA", "P", "1", "I;16", "I", "F", "CMYK"]
 

@@ -104,7 +104,7 @@ def test_compact_layout_draws_astral_characters_from_the_upper_planes() -> None:
 @pytest.mark.parametrize("text", ["\x00\x01\x7f", "\ud800 lone surrogate", "مرحبا بالعالم", "a\u0301" * 50,
                                   "\U0010FFFF", "x" * 1_000_000])
 def test_any_unicode_string_renders_without_error(text: str) -> None:
-    for layout in ("official", "compact"):
+    for layout in ("official", "compact", "grid"):
         canvas = Renderer(RenderConfig(layout=layout)).render(Snippet(text=text))
         assert canvas.dtype == np.uint8 and canvas.ndim == 3
 

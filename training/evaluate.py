@@ -4,24 +4,41 @@ Tasks, built deterministically from a held-out interleaved JSONL (documents the 
 
 - ``title->section``: query = a section heading, document = the section's first snippet without the heading.
 - ``next-snippet``: query = a text snippet, document = the snippet that follows it.
-- ``image->caption``: query = an image, document = the text of its snippet (VC2L only: the text teacher has no
-  image input).
+- ``image->caption``: query = an image, document = the text of its snippet (VC2L only: MiniLM and BM25 read
+  text alone).
 - ``word->definition`` (with WordNet): query = a synset's words, document = its definition, over the synsets
   that ``build_lexicon`` holds out (every 40th by commonness): everyday vocabulary outside the software manuals.
 
-Every task scores Recall@1 and MRR@10 with all of the task's documents as the corpus.
+Every task scores Recall@1 and MRR@10 with all of the task's documents as the corpus; ties count against the
+answer, so a model that scores everything alike (or a BM25 query sharing no word with any document) earns nothing.
 
-The model card's table, reproduced from a saved model (after ``training/recipes/default.sh`` steps 1-2)::
+Each held-out set is scored separately: held-out *files* of the training manuals (in-domain, ``data/docs``, built
+by ``training/recipes/default.sh`` steps 1-2) and whole *sources* never trained on (out-of-domain, ``data/ood``:
+the Debian packages ``octave-doc``, ``git-doc`` and ``debian-reference-en``, every file held out)::
+
+    python -m vc2l_retriever.training.build_dataset /usr/share/doc/octave/octave.html /usr/share/doc/git-doc \
+        /usr/share/doc/debian-reference-en/docs --out data/ood --max-chars 480 --heldout-fraction 1.0 \
+        --max-files-per-root 1200 --max-pages 12
+
+The VC2L model is scored next to all-MiniLM-L6-v2 and BM25 (``bm25s``, the ``bench`` extra; left out with a
+warning when it is not installed) on the text-only tasks. Both sets are the defaults::
 
     python -m vc2l_retriever.training.evaluate --model vc2l_retriever/models/vc2l-default \
-        --heldout data/docs/heldout.jsonl
+        --heldout in-domain=data/docs/heldout.jsonl --heldout out-of-domain=data/ood/heldout.jsonl
+
+The model card's table is the in-domain set (``--heldout data/docs/heldout.jsonl --wordnet /usr/share/wordnet``;
+a bare path is labelled by its folder's name, here ``docs``). ``--json`` writes
+``{set: {"vc2l": ..., "all-MiniLM-L6-v2": ..., "bm25": ...}}``, each ``{task: {"recall@1", "mrr@10", "n"}}``;
+``--wordnet`` adds a set of its own, ``wordnet``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
+import os
 import random
 import sys
 from collections.abc import Callable, Sequence
@@ -31,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vc2l_retriever.evaluation import bm25_scorer, normalize
 from vc2l_retriever.inputs import Snippet
 from vc2l_retriever.model import VC2LConfig, VisionTransformer
 from vc2l_retriever.render import Renderer
@@ -40,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 EncodeFn = Callable[[Sequence[Snippet]], np.ndarray]
 MIN_CHARS = 40
+DEFAULT_HELDOUT = {"in-domain": "data/docs/heldout.jsonl", "out-of-domain": "data/ood/heldout.jsonl"}
+MINILM = "all-MiniLM-L6-v2"
 
 
 @dataclass
@@ -120,13 +140,19 @@ def _dedupe(pairs: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
     return out
 
 
-def score(queries: np.ndarray, documents: np.ndarray) -> dict[str, float]:
-    """Recall@1 and MRR@10 for normalised ``(n, d)`` queries whose answer is the same-index document."""
-    sims = queries @ documents.T
+def rank_scores(sims: np.ndarray) -> dict[str, float]:
+    """Recall@1 and MRR@10 of an ``(n, n)`` score matrix whose answer to query ``k`` is document ``k``."""
+    sims = np.nan_to_num(np.asarray(sims, dtype=np.float64), nan=-np.inf)
     correct = sims[np.arange(len(sims)), np.arange(len(sims))]
-    rank = (sims > correct[:, None]).sum(axis=1)  # 0 = ranked first
+    # Ties count against the answer: BM25 gives most documents 0, and a collapsed model scores all alike.
+    rank = (sims >= correct[:, None]).sum(axis=1) - 1  # 0 = ranked first
     mrr = np.where(rank < 10, 1.0 / (rank + 1), 0.0)
     return {"recall@1": float((rank == 0).mean()), "mrr@10": float(mrr.mean())}
+
+
+def score(queries: np.ndarray, documents: np.ndarray) -> dict[str, float]:
+    """:func:`rank_scores` of the cosine similarity of ``(n, d)`` query and document embeddings."""
+    return rank_scores(normalize(queries) @ normalize(documents).T)
 
 
 def evaluate(encode: EncodeFn, tasks: Sequence[RetrievalTask], text_only: bool = False) -> dict[str, Any]:
@@ -138,6 +164,13 @@ def evaluate(encode: EncodeFn, tasks: Sequence[RetrievalTask], text_only: bool =
         q, d = encode(task.queries), encode(task.documents)
         results[task.name] = {**score(q, d), "n": len(task.queries)}
     return results
+
+
+def bm25_results(tasks: Sequence[RetrievalTask]) -> dict[str, Any]:
+    """BM25 (:func:`vc2l_retriever.evaluation.bm25_scorer`) on the text-only tasks, shaped like :func:`evaluate`."""
+    scorer = bm25_scorer()
+    return {task.name: {**rank_scores(scorer(task.queries, task.documents)), "n": len(task.queries)}
+            for task in tasks if task.text_only}
 
 
 def vc2l_encoder(model: VisionTransformer, config: VC2LConfig, batch_size: int = 64) -> EncodeFn:
@@ -167,33 +200,146 @@ def text_encoder(embed_texts: Callable[[Sequence[str]], np.ndarray]) -> EncodeFn
     return lambda snippets: np.asarray(embed_texts([s.text.lower() for s in snippets]), dtype=np.float32)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Score a saved model and all-MiniLM-L6-v2 on the held-out tasks, as the trainer and the model card do."""
-    from vc2l_retriever.st_module import VC2LModule
-    from vc2l_retriever.training.teacher import minilm_embedder
+def module_encoder(module: torch.nn.Module, batch_size: int = 64) -> EncodeFn:
+    """Encode snippets through a loaded model's own ``preprocess`` and ``forward`` (any network class behind it).
 
-    parser = argparse.ArgumentParser(description="Held-out retrieval of a VC2L model folder next to MiniLM.")
+    Shortest snippets first, as :func:`vc2l_encoder` does: batches of similar length pad less.
+    """
+
+    @torch.no_grad()
+    def encode(snippets: Sequence[Snippet]) -> np.ndarray:
+        was_training = module.training
+        module.eval()
+        device = next(module.parameters()).device
+        order = sorted(range(len(snippets)), key=lambda k: len(snippets[k].text) + 10_000 * len(snippets[k].images))
+        rows: dict[int, np.ndarray] = {}
+        try:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                features = module.preprocess([snippets[k] for k in chunk])
+                features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+                emb = module.forward(features)["sentence_embedding"].float().cpu().numpy()
+                rows.update(zip(chunk, emb, strict=True))
+        finally:
+            module.train(was_training)
+        if not rows:
+            return np.zeros((0, module.get_embedding_dimension()), np.float32)
+        return np.stack([rows[k] for k in range(len(snippets))]).astype(np.float32)
+
+    return encode
+
+
+# ------------------------------------------------------------------------------------------ several sets
+
+
+def parse_heldout(specs: Sequence[str]) -> dict[str, str]:
+    """``label=path`` or a bare path (labelled by its folder's name) -> ``{label: path}``, in order.
+
+    Raises:
+        ValueError: on an empty label or path, or a label given twice (results would overwrite each other).
+    """
+    sets: dict[str, str] = {}
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or "/" in label or os.sep in label:  # "=" inside a path is part of the path
+            label, path = os.path.basename(os.path.dirname(os.path.abspath(spec))), spec
+        label, path = label.strip(), path.strip()
+        if not label or not path:
+            raise ValueError(f"--heldout {spec!r}: expected LABEL=PATH or PATH")
+        if label in sets:
+            raise ValueError(f"--heldout: the label {label!r} is used twice; name the sets with LABEL=PATH")
+        sets[label] = path
+    return sets
+
+
+def build_task_sets(paths: dict[str, str], per_task: int = 500, max_chars: int = 480,
+                    seed: int = 0) -> dict[str, list[RetrievalTask]]:
+    """:func:`build_tasks` of each held-out JSONL (images from the ``images`` folder beside it), by label."""
+    return {label: build_tasks(InterleavedDocuments(path), per_task, max_chars, seed) for label, path in paths.items()}
+
+
+def prefix_tasks(tasks: Sequence[RetrievalTask], label: str) -> list[RetrievalTask]:
+    """The tasks renamed ``label/name`` (``ood/title->section``), so results of several sets can share a dict."""
+    return [RetrievalTask(f"{label}/{t.name}", t.queries, t.documents) for t in tasks]
+
+
+def merge_task_sets(task_sets: dict[str, list[RetrievalTask]]) -> list[RetrievalTask]:
+    """One task list for :func:`evaluate` (e.g. the trainer's periodic eval), every name prefixed by its set."""
+    return [task for label, tasks in task_sets.items() for task in prefix_tasks(tasks, label)]
+
+
+def _cell(metrics: dict[str, Any] | None) -> str:
+    return f"{metrics['recall@1']:.3f} / {metrics['mrr@10']:.3f}" if metrics else "n/a"
+
+
+def format_table(task_sets: dict[str, list[RetrievalTask]], results: dict[str, dict[str, Any]]) -> str:
+    """Markdown, one row per (set, task): VC2L, MiniLM and BM25 as R@1 / MRR@10, and VC2L's R@1 over MiniLM's."""
+    lines = ["| set | task | n | VC2L R@1 / MRR@10 | all-MiniLM-L6-v2 R@1 / MRR@10 | BM25 R@1 / MRR@10 "
+             "| VC2L / MiniLM R@1 |", "|---|---|---|---|---|---|---|"]
+    for label, tasks in task_sets.items():
+        systems = results[label]
+        for task in tasks:
+            ours = systems["vc2l"][task.name]
+            minilm = systems.get(MINILM, {}).get(task.name)
+            bm25 = systems.get("bm25", {}).get(task.name)
+            ratio = f"{ours['recall@1'] / minilm['recall@1']:.2f}" if minilm and minilm["recall@1"] > 0 else "n/a"
+            lines.append(f"| {label} | {task.name} | {ours['n']} | {_cell(ours)} | {_cell(minilm)} | {_cell(bm25)} "
+                         f"| {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Held-out retrieval of a VC2L model folder next to MiniLM and BM25.")
     parser.add_argument("--model", default="vc2l_retriever/models/vc2l-default", help="VC2L model folder")
-    parser.add_argument("--heldout", default="data/docs/heldout.jsonl", help="held-out interleaved JSONL")
+    parser.add_argument("--heldout", action="append", metavar="[LABEL=]PATH",
+                        help="held-out interleaved JSONL, repeatable; a bare path is labelled by its folder "
+                             "(default: " + " ".join(f"{k}={v}" for k, v in DEFAULT_HELDOUT.items()) + ")")
     parser.add_argument("--queries", type=int, default=500, help="pairs per task (the recipes use 500)")
-    parser.add_argument("--wordnet", help="WordNet folder (e.g. /usr/share/wordnet): adds word->definition")
-    parser.add_argument("--no-baseline", action="store_true", help="skip all-MiniLM-L6-v2")
+    parser.add_argument("--wordnet", help="WordNet folder (e.g. /usr/share/wordnet): adds the set 'wordnet'")
+    parser.add_argument("--no-baseline", action="store_true", help="skip all-MiniLM-L6-v2 and BM25")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    try:
+        args.heldout = parse_heldout(args.heldout) if args.heldout else dict(DEFAULT_HELDOUT)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.wordnet and "wordnet" in args.heldout:
+        parser.error("--heldout: the label 'wordnet' is taken by --wordnet")
+    missing = [path for path in args.heldout.values() if not os.path.isfile(path)]
+    if missing:
+        parser.error(f"--heldout: no such file: {', '.join(missing)} (build it with training/build_dataset.py)")
+    # Decided before the model runs for minutes. Without bm25s (the bench extra; the train extra alone reproduces
+    # the model card) BM25 is left out, said once, rather than failing after the other systems have run.
+    args.bm25 = not args.no_baseline and importlib.util.find_spec("bm25s") is not None
+    if not args.no_baseline and not args.bm25:
+        logger.warning("BM25 skipped: bm25s is not installed (pip install 'vc2l-retriever[bench]')")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Score a saved model, all-MiniLM-L6-v2 and BM25 on each held-out set (see the module docstring)."""
+    from vc2l_retriever.st_module import VC2LModule
+
+    args = _parse_args(argv)
     module = VC2LModule.load(args.model)
-    tasks = build_tasks(InterleavedDocuments(args.heldout), args.queries, module.config.render.max_chars)
+    task_sets = build_task_sets(args.heldout, args.queries, module.config.render.max_chars)
     if args.wordnet:
-        tasks.append(wordnet_task(args.wordnet, args.queries))
-    results = {"vc2l": evaluate(vc2l_encoder(module.model, module.config), tasks)}
+        task_sets["wordnet"] = [wordnet_task(args.wordnet, args.queries)]
+    minilm = None
     if not args.no_baseline:
-        embed, _ = minilm_embedder()
-        results["all-MiniLM-L6-v2"] = evaluate(text_encoder(embed), tasks, text_only=True)
-    lines = ["| task | n | VC2L R@1 / MRR@10 | all-MiniLM-L6-v2 R@1 / MRR@10 |", "|---|---|---|---|"]
-    for task in tasks:
-        ours, theirs = results["vc2l"][task.name], results.get("all-MiniLM-L6-v2", {}).get(task.name)
-        base = f"{theirs['recall@1']:.3f} / {theirs['mrr@10']:.3f}" if theirs else "n/a"
-        lines.append(f"| {task.name} | {ours['n']} | {ours['recall@1']:.3f} / {ours['mrr@10']:.3f} | {base} |")
-    sys.stdout.write("\n".join(lines) + "\n")
+        from vc2l_retriever.training.teacher import minilm_embedder
+
+        minilm = text_encoder(minilm_embedder()[0])
+    vc2l = module_encoder(module)
+    results: dict[str, dict[str, Any]] = {}
+    for label, tasks in task_sets.items():
+        logger.info("scoring %s: %s", label, ", ".join(f"{t.name} ({len(t.queries)})" for t in tasks))
+        results[label] = {"vc2l": evaluate(vc2l, tasks)}
+        if minilm is not None:
+            results[label][MINILM] = evaluate(minilm, tasks, text_only=True)
+        if args.bm25:
+            results[label]["bm25"] = bm25_results(tasks)
+    sys.stdout.write(format_table(task_sets, results))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)

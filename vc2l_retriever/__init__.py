@@ -1,7 +1,8 @@
 """vc2l-retriever: OCR-free multimodal embeddings. Every input is rendered to pixels and embedded by one ViT.
 
-Data flows one way: input -> :class:`Snippet` -> canvas (``render``) -> ViT (``model``) -> embedding, wrapped as a
-sentence-transformers model (``st_module``) that :func:`load` returns.
+Data flows one way: input -> :class:`Snippet` -> canvas (``render``) -> network (the ViT of ``model``, or the
+reader of ``reader``: a glyph stem and a transformer body) -> embedding, wrapped as a sentence-transformers model
+(``st_module``) that :func:`load` returns.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from vc2l_retriever.hub import (  # noqa: E402
     load,
 )
 from vc2l_retriever.inputs import InputError, Snippet, to_snippet, to_snippets  # noqa: E402
-from vc2l_retriever.model import PRESETS, VC2LConfig, VisionTransformer  # noqa: E402
+from vc2l_retriever.model import PRESETS, VC2LConfig, VisionTransformer, build_network  # noqa: E402
+from vc2l_retriever.reader import Reader  # noqa: E402
 from vc2l_retriever.render import RenderConfig, Renderer, render  # noqa: E402
 from vc2l_retriever.st_module import VC2LModule  # noqa: E402
 
 __all__ = [
     "PRESETS",
     "InputError",
+    "Reader",
     "RenderConfig",
     "Renderer",
     "Snippet",
@@ -32,6 +35,7 @@ __all__ = [
     "VisionTransformer",
     "__version__",
     "available_models",
+    "build_network",
     "convert_checkpoint",
     "create",
     "load",

@@ -220,6 +220,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"{e} (pip install 'vc2l-retriever[train]')") from e
     if not Path(args.config).is_file():
         raise CLIError(f"no such config: {args.config}")
+    if _is_dense_recipe(args.config):  # the reader's dense distillation (training/dense_train.py)
+        from vc2l_retriever.training.dense_train import DenseRecipe, DenseTrainer
+
+        try:
+            recipe = DenseRecipe.from_yaml(args.config, args.set)
+            DenseTrainer(recipe).train()
+        except (ValueError, FileNotFoundError) as e:
+            raise CLIError(str(e)) from e
+        sys.stdout.write(json.dumps({"run_dir": recipe.run_dir}) + "\n")
+        return 0
     try:
         config = TrainConfig.from_yaml(args.config).with_overrides(args.set)
         last = Trainer(config).train()
@@ -229,9 +239,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_dense_recipe(path: str) -> bool:
+    """A dense-distillation recipe names its ``stage`` at the top level; the ViT trainer's has sections."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return isinstance(data, dict) and "stage" in data
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from vc2l_retriever.training.export import export_run
 
+    if Path(args.run_dir, "recipe.json").is_file():  # a dense-distillation run: its latest checkpoint
+        from vc2l_retriever.training.dense_train import export
+
+        export(args.run_dir, args.out_dir, fp16=args.fp16)
+        sys.stdout.write(f"wrote {args.out_dir} (reader, latest checkpoint)\n")
+        return 0
     if not Path(args.run_dir, "config.yaml").is_file():
         raise CLIError(f"{args.run_dir} is not a training run folder (no config.yaml)")
     try:

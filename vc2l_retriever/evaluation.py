@@ -224,6 +224,27 @@ def text_encoder(model: Any, batch_size: int = 32) -> EncodeFn:
     return encode
 
 
+def bm25_scorer() -> Scorer:
+    """BM25 (``bm25s`` defaults: lower-cased, English stop words, no stemming) over the snippets' text.
+
+    Needs the ``bench`` extra. The index is built per call on that call's documents, so document frequencies
+    come from the pool being ranked, as a search over that pool alone would see them.
+    """
+    import bm25s
+
+    def tokens(texts: Sequence[str]) -> list[list[str]]:
+        return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
+
+    def score(queries: Sequence[Snippet], documents: Sequence[Snippet]) -> np.ndarray:
+        index = bm25s.BM25()
+        index.index(tokens([d.text for d in documents]), show_progress=False)
+        zeros = np.zeros(len(documents))  # a query of stop words only matches nothing
+        return np.stack([index.get_scores(q) if q else zeros for q in tokens([q.text for q in queries])]
+                        ).astype(np.float32)
+
+    return score
+
+
 def _group_max(scores: np.ndarray, groups: Sequence[int], n_targets: int) -> np.ndarray:
     """``(n_q, n_docs)`` -> ``(n_q, n_targets)``: each target's best document score (``-inf`` if it has none)."""
     groups_arr = np.asarray(groups)

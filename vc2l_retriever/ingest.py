@@ -134,6 +134,8 @@ def canvas_budget(render_config: RenderConfig, reserve_image: bool = False) -> i
         reserve_image: Leave room for an image: on the official 448-px mosaic the text then has 3 of the 4
             tiles. The compact layout stacks image tiles above ``max_rows`` text rows, so nothing changes.
     """
+    if render_config.layout == "grid":  # one cell a character (whitespace runs collapse): exact, not measured
+        return min(render_config.max_rows * render_config.columns, render_config.max_chars)
     if render_config.layout == "official":
         rows = (3 if reserve_image else 4) * render_config.rows_per_tile
     else:

@@ -29,8 +29,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass
 class VC2LConfig:
-    """Architecture plus the renderer it was trained with (a model always renders the way it was trained)."""
+    """Architecture plus the renderer it was trained with (a model always renders the way it was trained).
 
+    ``arch="vit"`` is the paper's ViT (below); ``arch="reader"`` is the glyph stem + BERT-shaped body of
+    ``reader.py`` on the ``grid`` layout, which uses ``width``/``layers``/``heads``/``mlp_ratio`` for its body,
+    ``patch_width`` for how many 8-px character cells make a token, and the ``stem_*`` fields.
+    """
+
+    arch: str = "vit"  # "vit" or "reader"
     width: int = 768  # transformer width D
     layers: int = 12  # residual blocks
     heads: int = 12  # attention heads (D must divide by it)
@@ -43,6 +49,11 @@ class VC2LConfig:
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
     render: RenderConfig = field(default_factory=RenderConfig)
+    stem_width: int = 256  # reader: glyph stem channels
+    stem_layers: int = 4  # reader: residual convolutions along the reading order
+    stem_kernel: int = 5  # reader: their kernel, in cells
+    max_positions: int = 512  # reader: body positions ([CLS] + tokens + [SEP])
+    norm_eps: float = 1e-12  # reader: LayerNorm epsilon (BERT's)
 
     def __post_init__(self) -> None:
         if isinstance(self.render, dict):
@@ -50,6 +61,11 @@ class VC2LConfig:
         self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)  # type: ignore[assignment]
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.arch not in ("vit", "reader"):
+            raise ValueError(f"arch must be 'vit' or 'reader', got {self.arch!r}")
+        if self.arch == "reader" and (self.render.layout != "grid" or self.pool != "mean"
+                                      or self.embed_dim != self.width):
+            raise ValueError("the reader network needs the grid layout, mean pooling and embed_dim == width")
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
         if self.render.width % self.patch_w or self.render.max_height % self.patch_size:
@@ -91,12 +107,18 @@ class VC2LConfig:
 
 
 _COMPACT = RenderConfig(layout="compact", max_chars=512, max_rows=32, max_images=1)
+_GRID = RenderConfig(layout="grid", max_chars=512, max_rows=20, max_images=1)
 PRESETS: dict[str, VC2LConfig] = {
     # The paper's released model: ViT-B/16 at 448x448 (784 patches), GELU, 512-d, OpenAI CLIP normalisation.
     "B/16-448": VC2LConfig(),
     # CPU-sized models on the compact canvas (224 wide, height follows the text).
     "S/16-compact": VC2LConfig(width=384, layers=6, heads=6, embed_dim=384, pool="mean", render=_COMPACT),
     "Ti/16-compact": VC2LConfig(width=192, layers=8, heads=3, embed_dim=384, pool="mean", render=_COMPACT),
+    # The reader (reader.py): glyph stem + all-MiniLM-L6-v2-shaped body on the grid layout, 4 characters a token.
+    "reader-L6": VC2LConfig(arch="reader", width=384, layers=6, heads=12, patch_width=32, embed_dim=384,
+                            pool="mean", render=_GRID),
+    "reader-micro": VC2LConfig(arch="reader", width=32, layers=2, heads=2, patch_width=32, embed_dim=32,
+                               pool="mean", stem_width=16, stem_layers=1, render=replace(_GRID, max_rows=8)),
     # A few-hundred-kilobyte model for tests and smoke runs.
     "micro": VC2LConfig(width=64, layers=2, heads=2, embed_dim=32, pool="mean",
                         render=replace(_COMPACT, max_rows=8, max_chars=256)),
@@ -234,6 +256,15 @@ class VisionTransformer(nn.Module):
         self.transformer.grad_checkpointing = enable
 
 
+def build_network(config: VC2LConfig) -> nn.Module:
+    """The network a config describes: :class:`VisionTransformer` or the reader (``reader.py``)."""
+    if config.arch == "reader":
+        from vc2l_retriever.reader import Reader  # reader imports render only; kept lazy for the ViT's users
+
+        return Reader(config)
+    return VisionTransformer(config)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (for model cards and logs)."""
     return sum(p.numel() for p in model.parameters())
@@ -246,4 +277,4 @@ def pixel_normalizer(config: VC2LConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-__all__ = ["PRESETS", "VC2LConfig", "VisionTransformer", "count_parameters", "pixel_normalizer"]
+__all__ = ["PRESETS", "VC2LConfig", "VisionTransformer", "build_network", "count_parameters", "pixel_normalizer"]

@@ -1,6 +1,6 @@
 """Snippet -> pixels: the only place text becomes an image. Pure numpy + Pillow, no torch.
 
-Two layouts, both drawn with GNU Unifont 9.0.06 (the paper's font; atlas and licence in ``assets/``):
+Three layouts, all drawn with GNU Unifont 9.0.06 (the paper's font; atlas and licence in ``assets/``):
 
 ``official``
     The VC2L paper's 448x448 mosaic, reproduced pixel for pixel (``../shared/fixtures/vc2l_official_render``):
@@ -13,6 +13,12 @@ Two layouts, both drawn with GNU Unifont 9.0.06 (the paper's font; atlas and lic
     For the project's own small models: a 224-px-wide column of image tiles followed by text lines, whose
     height follows the content (rounded to ``patch`` pixels). A 40-character query costs one or two patch rows
     instead of a 448x448 canvas. Astral glyphs come from Unifont's upper planes instead of wrapping.
+``grid``
+    For the reader network (``reader.py``): like ``compact`` (image tiles, then text; height follows the
+    content), but every character sits in a fixed 8x16 cell (wide glyphs in two), 28 cells a line, wrapped at
+    the cell and not the word, whitespace runs collapsed to one space. Character ``k`` is therefore at a known
+    cell (:func:`grid_cells`), a 16x32 patch holds exactly four characters, and reading order is row-major
+    cell order, image tiles included (a 224x224 tile is 14 rows of 28 cells).
 
 The renderer settings are saved with a model (``RenderConfig`` in its config), so a model always renders the
 way it was trained.
@@ -35,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 _WHITESPACE_CONTROLS = {ord(c): " " for c in "\t\n\r\x0b\x0c"}
 GLYPH = 16  # Unifont cells are 16x16 (half-width glyphs use the left 8 columns)
+CELL_W = 8  # the grid layout's cell width: one half-width glyph
 
 
 @dataclass(frozen=True)
@@ -42,20 +49,21 @@ class RenderConfig:
     """How a snippet is drawn. Stored with every model.
 
     Attributes:
-        layout: ``"official"`` (paper's 448x448 mosaic) or ``"compact"`` (height follows the content).
+        layout: ``"official"`` (paper's 448x448 mosaic), ``"compact"`` (height follows the content) or
+            ``"grid"`` (compact, with one fixed cell per character).
         max_chars: Text is cut to this many code points after lower-casing (768 in training, 1100 in the
             paper's retrieval evaluation).
         lowercase: Lower-case text before drawing (the paper does).
         tile: Side of an image tile and width of the text column, in pixels.
         rows_per_tile: Text rows in one official tile (224 / 16).
-        max_rows: Compact layout: most text rows drawn (further text is dropped).
-        max_images: Compact layout: most image tiles (official: up to 4, or 3 when there is text).
-        patch: Compact layout: the canvas height is rounded up to a multiple of this.
+        max_rows: Compact and grid layouts: most text rows drawn (further text is dropped).
+        max_images: Compact and grid layouts: most image tiles (official: up to 4, or 3 when there is text).
+        patch: Compact and grid layouts: the canvas height is rounded up to a multiple of this.
         background: Grey level of the background.
         ink: Grey level of glyph pixels.
     """
 
-    layout: Literal["official", "compact"] = "official"
+    layout: Literal["official", "compact", "grid"] = "official"
     max_chars: int = 768
     lowercase: bool = True
     tile: int = 224
@@ -67,8 +75,10 @@ class RenderConfig:
     ink: int = 0
 
     def __post_init__(self) -> None:
-        if self.layout not in ("official", "compact"):
-            raise ValueError(f"layout must be 'official' or 'compact', got {self.layout!r}")
+        if self.layout not in ("official", "compact", "grid"):
+            raise ValueError(f"layout must be 'official', 'compact' or 'grid', got {self.layout!r}")
+        if self.layout == "grid" and self.tile % CELL_W:
+            raise ValueError(f"the grid layout needs a tile width divisible by {CELL_W}")
         if self.layout == "official" and (self.tile != 224 or self.rows_per_tile != 14):
             raise ValueError("the official layout is fixed at 224-px tiles of 14 rows")
 
@@ -90,6 +100,11 @@ class RenderConfig:
         """Canvas width in pixels."""
         return 2 * self.tile if self.layout == "official" else self.tile
 
+    @property
+    def columns(self) -> int:
+        """Grid layout: character cells per line."""
+        return self.tile // CELL_W
+
 
 class _Font:
     """Unifont glyphs with their trim boxes, precomputed once for vectorised drawing."""
@@ -110,6 +125,7 @@ class _Font:
         end = np.minimum(np.maximum(last + 1, start + 4), GLYPH)
         self.start = np.where(has_ink, start, 0).astype(np.int64)
         self.width = np.where(has_ink, end - start, 4).astype(np.int64)
+        self.wide = self.bitmaps[:, :, CELL_W:].any(axis=(1, 2))  # needs two grid cells
         self.bmp = np.zeros(1 << 16, np.int64)
         in_bmp = codes < (1 << 16)
         self.bmp[codes[in_bmp]] = np.nonzero(in_bmp)[0] + 1
@@ -168,6 +184,48 @@ def render_lines(text: str, max_rows: int, *, wrap_astral: bool = True, ink: int
     return canvas.reshape(max_rows * GLYPH, width), int(row[-1]) + 1
 
 
+def grid_cells(text: str, columns: int, max_rows: int) -> np.ndarray:
+    """Grid layout: the first cell (row-major index) of each code point of ``text``, -1 where it does not fit.
+
+    A half-width glyph takes one cell, a wide one (ink right of column 8, e.g. CJK) two; a wide glyph that would
+    straddle a line end starts the next line, leaving the last cell blank. Code points Unifont lacks take one
+    blank cell, so every code point has a cell and training targets can be placed per character.
+    """
+    font = _font()
+    span = 1 + font.wide[font.indices(text, wrap_astral=False)].astype(np.int64)
+    cells = np.empty(span.size, np.int64)
+    pos = 0
+    for k, width in enumerate(span.tolist()):  # a loop: line-end skips depend on every earlier glyph
+        if width == 2 and pos % columns == columns - 1:
+            pos += 1
+        cells[k] = pos
+        pos += width
+    cells[cells + span > columns * max_rows] = -1
+    return cells
+
+
+def render_grid(text: str, columns: int, max_rows: int, *, ink: int = 0, background: int = 127
+                ) -> tuple[np.ndarray, int]:
+    """Draw ``text`` on the character grid. Returns the ``(rows * 16, columns * 8)`` canvas and the rows used."""
+    font = _font()
+    idx = font.indices(text, wrap_astral=False)
+    cells = grid_cells(text, columns, max_rows)
+    keep = cells >= 0
+    idx, cells = idx[keep], cells[keep]
+    rows = int(cells.max()) // columns + 1 if cells.size else 0
+    canvas = np.full((max(rows, 1), GLYPH, columns, CELL_W * 2), background, np.uint8)
+    # Each glyph is drawn into a 16x16 box at its cell; the right half of a half-width glyph is blank, so the
+    # boxes can be laid out at double stride and folded back onto the 8-px grid below.
+    glyphs = np.where(font.bitmaps[idx], np.uint8(ink), np.uint8(background))  # (n, 16, 16)
+    wide = font.wide[idx]
+    canvas[cells // columns, :, cells % columns, :] = glyphs
+    out = canvas[..., :CELL_W].reshape(max(rows, 1), GLYPH, columns * CELL_W)
+    for cell, glyph in zip(cells[wide].tolist(), glyphs[wide], strict=True):  # rare: CJK and other wide glyphs
+        r, c = divmod(cell, columns)
+        out[r, :, c * CELL_W:(c + 2) * CELL_W] = glyph
+    return out.reshape(-1, columns * CELL_W), rows
+
+
 def _tile_image(image: ImageLike, tile: int) -> np.ndarray:
     im = open_image(image)
     if im.size != (tile, tile):
@@ -182,12 +240,15 @@ class Renderer:
         self.config = config or RenderConfig()
         self._warned_images = False
 
-    def _prepare(self, text: str) -> str:
+    def prepare_text(self, text: str) -> str:
+        """The exact text drawn: lower-cased, whitespace handled per layout, cut to ``max_chars``."""
         if self.config.lowercase:
             text = text.lower()
         if self.config.layout == "compact":
             # The paper draws \n and \t as Unifont's boxed hex glyphs; our own layout spends no ink on them.
             text = text.translate(_WHITESPACE_CONTROLS)
+        elif self.config.layout == "grid":
+            text = " ".join(text.split())  # a cell per space would be wasted: one space between words
         return text[: self.config.max_chars]
 
     def _cap_images(self, snippet: Snippet, free: int) -> list[ImageLike]:
@@ -209,14 +270,14 @@ class Renderer:
             images = self._cap_images(snippet, 3 if has_text else 4)
             tiles: list[ImageLike | None] = [None] * (4 - len(images)) + list(images)
             return self.render_mosaic(snippet.text, tiles)
-        return self._render_compact(snippet)
+        return self._render_compact(snippet)  # compact and grid
 
     def render_mosaic(self, text: str, tiles: list[ImageLike | None]) -> np.ndarray:
         """Official layout with explicit tile contents: ``tiles[k]`` is an image or ``None`` (text)."""
         if len(tiles) != 4:
             raise ValueError("the official mosaic has exactly 4 tiles")
         cfg = self.config
-        rows, _ = render_lines(self._prepare(text), 4 * cfg.rows_per_tile, wrap_astral=True,
+        rows, _ = render_lines(self.prepare_text(text), 4 * cfg.rows_per_tile, wrap_astral=True,
                                ink=cfg.ink, background=cfg.background, width=cfg.tile)
         # Compose in one grey channel and widen to RGB once: writing text into a strided RGB array is
         # several times slower than this.
@@ -237,9 +298,12 @@ class Renderer:
     def _render_compact(self, snippet: Snippet) -> np.ndarray:
         cfg = self.config
         images = self._cap_images(snippet, cfg.max_images)
-        text = self._prepare(snippet.text)
-        rows, used = render_lines(text, cfg.max_rows, wrap_astral=False, ink=cfg.ink,
-                                  background=cfg.background, width=cfg.tile)
+        text = self.prepare_text(snippet.text)
+        if cfg.layout == "grid":
+            rows, used = render_grid(text, cfg.columns, cfg.max_rows, ink=cfg.ink, background=cfg.background)
+        else:
+            rows, used = render_lines(text, cfg.max_rows, wrap_astral=False, ink=cfg.ink,
+                                      background=cfg.background, width=cfg.tile)
         if not images:
             used = max(used, 1)  # an empty snippet still has one (blank) row
         parts = [_tile_image(im, cfg.tile) for im in images]

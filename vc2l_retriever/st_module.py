@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from sentence_transformers.base.modules.input_module import InputModule
 
 from vc2l_retriever.inputs import InputError, to_snippet
-from vc2l_retriever.model import VC2LConfig, VisionTransformer, pixel_normalizer
+from vc2l_retriever.model import VC2LConfig, build_network, pixel_normalizer
 from vc2l_retriever.render import Renderer
 
 CONFIG_NAME = "vc2l_config.json"
@@ -35,7 +35,7 @@ class VC2LModule(InputModule):
     def __init__(self, config: VC2LConfig | dict[str, Any] | None = None) -> None:
         super().__init__()
         self.config = config if isinstance(config, VC2LConfig) else VC2LConfig(**(config or {}))
-        self.model = VisionTransformer(self.config)
+        self.model = build_network(self.config)
         self.renderer = Renderer(self.config.render)
         mean, std = pixel_normalizer(self.config)
         self.register_buffer("pixel_mean", mean, persistent=False)

@@ -1,0 +1,83 @@
+"""Dense distillation end to end, seconds long: stage a, then stages b+c from it, resume, export, load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import vc2l_retriever
+from vc2l_retriever.training.dense_train import DenseRecipe, DenseTrainer, curve, export, lr_factor
+
+
+def recipe(tmp_path: Path, corpus: Path, **fields: object) -> DenseRecipe:
+    base = {"run_dir": str(tmp_path / "a"), "stage": "stem", "train": {str(corpus): 1.0},
+            "heldout": {"held": str(corpus)}, "eval_queries": 4, "eval_every": 4, "checkpoint_every": 2,
+            "batch_size": 2, "total_samples": 4, "warmup": 2, "lengths": [40], "pair_source": str(corpus),
+            "pair_batch": 2, "log_every": 2}
+    return DenseRecipe(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stage_a_trains_only_the_stem_and_stage_c_trains_everything_with_image_pairs(tmp_path: Path) -> None:
+    from test_training import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus", documents=6)
+    stage_a = DenseTrainer(recipe(tmp_path, corpus))
+    body_before = {k: v.clone() for k, v in stage_a.model.body.state_dict().items()}
+    stem_before = {k: v.clone() for k, v in stage_a.model.stem.state_dict().items()}
+    stage_a.train()
+    assert all(torch.equal(v, stage_a.model.body.state_dict()[k]) for k, v in body_before.items())
+    assert any(not torch.equal(v, stage_a.model.stem.state_dict()[k]) for k, v in stem_before.items())
+    records = metrics(tmp_path / "a")
+    assert [r["samples"] for r in records if "eval" in r] == [0, 4]
+    assert set(records[-1]["eval"]["held"]) == {"title->section", "next-snippet"}
+    assert (tmp_path / "a" / "baseline.json").is_file() and "| 4 |" in curve(tmp_path / "a")
+
+    c = recipe(tmp_path, corpus, run_dir=str(tmp_path / "c"), stage="all", init_from=str(tmp_path / "a"),
+               pair_weight=0.5, pair_image_share=1.0)
+    stage_c = DenseTrainer(c)
+    torch.testing.assert_close(stage_c.model.stem.state_dict(), stage_a.model.stem.state_dict())
+    stage_c.train()
+    losses = [r["loss"] for r in metrics(tmp_path / "c") if "loss" in r]
+    assert len(losses) == 2 and {"char", "layer", "sentence", "pairs"} <= set(losses[-1])
+    assert all(np.isfinite(v) for v in losses[-1].values())
+
+
+def test_a_rerun_resumes_from_the_last_checkpoint_and_the_export_loads(tmp_path: Path) -> None:
+    from test_training import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus", documents=6)
+    DenseTrainer(recipe(tmp_path, corpus, stage="all", heldout={})).train()
+    DenseTrainer(recipe(tmp_path, corpus, stage="all", heldout={}, total_samples=6)).train()
+    records = metrics(tmp_path / "a")
+    assert [r["samples"] for r in records if "loss" not in r and "eval" in r][:1] == [0]
+    assert json.loads((tmp_path / "a" / "latest.json").read_text())["step"] == 6
+    module = export(tmp_path / "a", tmp_path / "model")
+    model = vc2l_retriever.load(tmp_path / "model")
+    emb = model.encode(["grid text", {"text": "with an image", "image": corpus.parent / "images" / "ok0.png"}])
+    assert emb.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3)
+    assert module.config.arch == "reader"
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth() -> None:
+    assert lr_factor(0, 10, 100) == 0.1
+    assert lr_factor(10, 10, 100) == 1.0
+    assert abs(lr_factor(100, 10, 100) - 0.1) < 1e-9
+
+
+def test_recipe_keys_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("stage: all\nlr_bdy: 1.0\n")
+    try:
+        DenseRecipe.from_yaml(path)
+    except ValueError as e:
+        assert "lr_bdy" in str(e)
+    else:
+        raise AssertionError("a misspelt key must be refused")

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The reader (vc2l_retriever/reader.py) as the shipped vc2l-default: every step from apt to the model card, on the
+# 2-core CPU machine. Run from the repository root in the project's virtual environment
+# (`bash scripts/setup_venv.sh all`, plus `pip install bm25s` for the BM25 column); needs root for apt-get.
+# Every training source is named here; nothing but Debian packages is downloaded. Stages and their learning
+# curves: training/recipes/README.md ("The reader").
+set -euo pipefail
+
+# 1. Sources.
+#    Training: seven Debian documentation packages (as every earlier vc2l-default) and WordNet 3.0
+#    (`wordnet-base`, Princeton's permissive WordNet licence) for everyday English.
+#    Out-of-domain evaluation, never trained or tuned on, chosen before training: `octave-doc`, `git-doc`,
+#    `debian-reference-en` (data/ood) and `gnucash-docs` (data/ood_gnucash: a user manual with screenshots).
+#    Reserved for an independent evaluation and used nowhere here: debian-handbook, gnome-user-docs,
+#    gimp-help-*, texlive-pictures-doc.
+apt-get install -y python3.11-doc python-scipy-doc python-skimage-doc sphinx-doc postgresql-doc-15 \
+    kicad-doc-en texlive-latex-extra-doc wordnet-base octave-doc git-doc debian-reference-en gnucash-docs
+ROOTS="/usr/share/doc/python3.11/html /usr/share/doc/python-scipy-doc/html /usr/share/doc/python-skimage-doc/html
+       /usr/share/doc/sphinx-doc/html /usr/share/doc/postgresql-doc-15/html /usr/share/doc/kicad/help/en
+       /usr/share/doc/texlive-doc/latex"
+
+# 2. Data: training documents and in-domain held-out files (6% of files), the WordNet lexicon (its every 40th
+#    synset held out), and the out-of-domain sets (every file held out).
+# shellcheck disable=SC2086
+python -m vc2l_retriever.training.build_dataset $ROOTS --out data/docs --max-chars 480 --heldout-fraction 0.06 \
+    --max-files-per-root 1200 --max-pages 12
+python -m vc2l_retriever.training.build_lexicon --out data/lexicon --max-synsets 40000
+python -m vc2l_retriever.training.build_dataset /usr/share/doc/octave/octave.html /usr/share/doc/git-doc \
+    /usr/share/doc/debian-reference-en/docs --out data/ood --max-chars 480 --heldout-fraction 1.0 \
+    --max-files-per-root 1200 --max-pages 12
+python -m vc2l_retriever.training.build_dataset /usr/share/doc/gnucash-docs/gnucash-guide-en \
+    /usr/share/doc/gnucash-docs/gnucash-help-en --out data/ood_gnucash --max-chars 480 --heldout-fraction 1.0 \
+    --max-pages 12
+
+# 3. Stages (each resumable: the same command continues from its last checkpoint).
+#    a: the glyph stem alone against the teacher's word table (the body is all-MiniLM-L6-v2's, copied, frozen);
+#    b: everything, dense per-character + per-layer + sentence losses;
+#    c: b plus the paper's snippet InfoNCE on pairs with images.
+python -m vc2l_retriever.training.dense_train training/recipes/reader_a.yaml 2>&1 | tee -a runs/reader-a.log
+python -m vc2l_retriever.training.dense_train training/recipes/reader_b.yaml 2>&1 | tee -a runs/reader-b.log
+python -m vc2l_retriever.training.dense_train training/recipes/reader_c.yaml 2>&1 | tee -a runs/reader-c.log
+
+# 4. Export (fp16) into the package, measure, write the card.
+python -m vc2l_retriever.training.dense_train training/recipes/reader_c.yaml --export vc2l_retriever/models/vc2l-default
+python -m vc2l_retriever.training.evaluate --model vc2l_retriever/models/vc2l-default \
+    --heldout in-domain=data/docs/heldout.jsonl --heldout out-of-domain=data/ood/heldout.jsonl \
+    --heldout ood-gnucash=data/ood_gnucash/heldout.jsonl --json runs/eval_reader.json
+python -m vc2l_retriever.training.bench_speed --model vc2l_retriever/models/vc2l-default | tee runs/speed_reader.json
+python -m vc2l_retriever.training.reader_card vc2l_retriever/models/vc2l-default --runs runs/reader-a runs/reader-b \
+    runs/reader-c --eval runs/eval_reader.json --speed runs/speed_reader.json \
+    --notes training/recipes/reader_card_notes.md

@@ -178,7 +178,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cell(metrics: dict[str, float] | None) -> str:
-    return " / ".join(f"{metrics[m]:.3f}" for m in SHOWN) if metrics else "—"
+    # A set with no queries (CSR on a corpus without PDFs) has no metrics to show.
+    return " / ".join(f"{metrics[m]:.3f}" for m in SHOWN) if metrics and all(m in metrics for m in SHOWN) else "—"
 
 
 def _ratio(report: dict[str, Any], name: str) -> str:
@@ -241,9 +242,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 def main() -> None:
     args = resolve(parser().parse_args())
     report = run(args)
-    print(markdown(report))
-    if args.json:
+    if args.json:  # first: a failure while formatting must not lose a run of many minutes
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(markdown(report))
 
 
 if __name__ == "__main__":

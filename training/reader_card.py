@@ -100,7 +100,7 @@ emb = model.encode(["a query", "a passage"])  # L2-normalised float32, {c.embed_
 Sources: {SOURCES}. Recipe: `training/recipes/reader.sh`. Held out: 6% of the training manuals' files
 (`in-domain`), and whole sources never trained or tuned on, chosen before training: {OOD_SOURCES}.
 
-{chr(10).join(stages)}
+{(chr(10) * 2).join(stages)}
 
 ## Held-out retrieval (Recall@1 / MRR@10; corpus = all documents of the task; 500 queries a task)
 

@@ -84,11 +84,11 @@ def build_targets(texts: Sequence[str], teacher: TeacherOutput, n_cells: int, ce
     return DenseTargets(cell_piece=cell_piece, token_weights=weights)
 
 
-def relative_distance(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``(1 - cos) + |s - t|^2 / |t|^2`` over the last dimension."""
+def relative_distance(student: torch.Tensor, target: torch.Tensor, scale_weight: float = 1.0) -> torch.Tensor:
+    """``(1 - cos) + scale_weight * |s - t|^2 / |t|^2`` over the last dimension."""
     cos = F.cosine_similarity(student, target, dim=-1)
     rel = (student - target).pow(2).sum(-1) / target.pow(2).sum(-1).clamp(min=1e-6)
-    return (1.0 - cos) + rel
+    return (1.0 - cos) + scale_weight * rel
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -106,11 +106,7 @@ def char_loss(cells: torch.Tensor, cell_piece: torch.Tensor, piece_ids: torch.Te
     piece = cell_piece[:, :L].to(cells.device)
     mask = piece >= 0
     ids = piece_ids.gather(1, piece.clamp(min=0))  # (B, L) vocabulary id per cell
-    target = word_table[ids].float()
-    student = cells[:, :L].float()
-    cos = F.cosine_similarity(student, target, dim=-1)
-    rel = (student - target).pow(2).sum(-1) / target.pow(2).sum(-1).clamp(min=1e-6)
-    return masked_mean((1.0 - cos) + scale_weight * rel, mask)
+    return masked_mean(relative_distance(cells[:, :L].float(), word_table[ids].float(), scale_weight), mask)
 
 
 def char_choice_loss(cells: torch.Tensor, cell_piece: torch.Tensor, piece_ids: torch.Tensor,
@@ -147,11 +143,11 @@ class DenseDistillLoss(nn.Module):
 
     def __init__(self, char_weight: float = 1.0, layer_weight: float = 1.0, sentence_weight: float = 1.0,
                  contrastive_weight: float = 0.5, temperature: float = 0.05, char_scale_weight: float = 1.0,
-                 char_choice_weight: float = 0.0) -> None:
+                 char_choice_weight: float = 0.0, dim: int = 384) -> None:
         super().__init__()
         self.char_weight, self.layer_weight, self.sentence_weight = char_weight, layer_weight, sentence_weight
         self.char_scale_weight, self.char_choice_weight = char_scale_weight, char_choice_weight
-        self.sentence = DistillLoss(1, 1, kind="cosine", contrastive_weight=contrastive_weight,
+        self.sentence = DistillLoss(dim, dim, kind="cosine", contrastive_weight=contrastive_weight,
                                     temperature=temperature)
 
     def forward(self, out: torch.Tensor, extra: dict[str, torch.Tensor], targets: DenseTargets,

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
-import math
 import os
 import random
 import sys
@@ -45,6 +45,7 @@ from vc2l_retriever.training.checkpoint import load_checkpoint, read_pointer, sa
 from vc2l_retriever.training.data import Collator, InterleavedDocuments, heading_crop, sentence_crop
 from vc2l_retriever.training.dense import DenseDistillLoss, build_targets
 from vc2l_retriever.training.teacher_body import TextTeacher, copy_teacher_body
+from vc2l_retriever.training.trainer import lr_factor as trainer_lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +161,8 @@ class SnippetPairs:
         return sample.a, sample.b
 
 
-def lr_factor(samples: int, warmup: int, total: int) -> float:
-    """Linear warm-up, then cosine to 10%."""
-    if samples < warmup:
-        return (samples + 1) / warmup
-    progress = min(1.0, (samples - warmup) / max(1, total - warmup))
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+# The ViT trainer's schedule (linear warm-up, cosine), decaying to a tenth of the peak.
+lr_factor = functools.partial(trainer_lr_factor, min_ratio=0.1)
 
 
 def build_module(recipe: DenseRecipe, teacher: TextTeacher) -> VC2LModule:
@@ -202,7 +199,7 @@ class DenseTrainer:
             layer_weight=0.0 if recipe.stage == "stem" else recipe.layer_weight,
             sentence_weight=0.0 if recipe.stage == "stem" else recipe.sentence_weight,
             contrastive_weight=recipe.contrastive_weight, char_scale_weight=recipe.char_scale_weight,
-            char_choice_weight=recipe.char_choice_weight)
+            char_choice_weight=recipe.char_choice_weight, dim=self.config.embed_dim)
         self.pairs = SnippetPairs(recipe.pair_source, recipe.pair_image_share, recipe.seed) \
             if recipe.pair_weight > 0 else None
         from vc2l_retriever.training.losses import InfoNCELoss
@@ -233,14 +230,18 @@ class DenseTrainer:
             tasks[label] = [t for t in found if t.text_only or self.recipe.pair_weight > 0]
         return tasks
 
+    def pixels(self, snippets: list[Snippet]) -> torch.Tensor:
+        """Snippets -> the model's normalised input, padded to the tallest canvas (as ``VC2LModule`` does)."""
+        canvases = [self.renderer.render(s) for s in snippets]
+        return self.collator.normalize(self.collator.pixels(canvases)["pixel_values"])
+
     def batch(self, step: int) -> dict[str, Any]:
         """Texts of one step -> canvases, pixels, teacher outputs and aligned targets."""
         r = self.recipe
         cap = random.Random(r.seed * 7919 + step).choice(r.lengths)
         start = step * r.batch_size
         texts = [self.renderer.prepare_text(self.texts.text(start + k, cap)) for k in range(r.batch_size)]
-        canvases = [self.renderer.render(Snippet(text=t)) for t in texts]
-        pixels = self.collator.normalize(self.collator.pixels(canvases)["pixel_values"])
+        pixels = self.pixels([Snippet(text=t) for t in texts])
         teacher = self.teacher.run(texts, layers=r.stage != "stem")
         cfg = self.config.render
         n_cells = (pixels.shape[2] // 16) * cfg.columns
@@ -272,11 +273,7 @@ class DenseTrainer:
         assert self.pairs is not None
         n = self.recipe.pair_batch
         pairs = [self.pairs.pair(step * n + k) for k in range(n)]
-        sides = []
-        for side in (0, 1):
-            canvases = [self.renderer.render(p[side]) for p in pairs]
-            sides.append(self.model(self.collator.normalize(self.collator.pixels(canvases)["pixel_values"])))
-        return self.nce(sides[0], sides[1])
+        return self.nce(self.model(self.pixels([a for a, _ in pairs])), self.model(self.pixels([b for _, b in pairs])))
 
     def evaluate(self) -> dict[str, Any]:
         from vc2l_retriever.training.evaluate import evaluate, vc2l_encoder

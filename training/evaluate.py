@@ -50,7 +50,7 @@ import torch
 
 from vc2l_retriever.evaluation import bm25_scorer, normalize
 from vc2l_retriever.inputs import Snippet
-from vc2l_retriever.model import VC2LConfig, VisionTransformer
+from vc2l_retriever.model import VC2LConfig
 from vc2l_retriever.render import Renderer
 from vc2l_retriever.training.data import Collator, InterleavedDocuments
 
@@ -173,26 +173,38 @@ def bm25_results(tasks: Sequence[RetrievalTask]) -> dict[str, Any]:
             for task in tasks if task.text_only}
 
 
-def vc2l_encoder(model: VisionTransformer, config: VC2LConfig, batch_size: int = 64) -> EncodeFn:
-    """Encode snippets with a (training) model exactly as :class:`VC2LModule` would, shortest first."""
-    renderer, collator = Renderer(config.render), Collator(config)
+def _sorted_encoder(model: torch.nn.Module, dim: int, embed: Callable[[list[Snippet]], torch.Tensor],
+                    batch_size: int) -> EncodeFn:
+    """Encode in eval mode and without gradients, shortest snippets first (batches of similar length pad less),
+    returning rows in the caller's order. ``embed`` turns one batch of snippets into embeddings."""
 
     @torch.no_grad()
     def encode(snippets: Sequence[Snippet]) -> np.ndarray:
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
         order = sorted(range(len(snippets)), key=lambda k: len(snippets[k].text) + 10_000 * len(snippets[k].images))
-        out = np.zeros((len(snippets), config.embed_dim), np.float32)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            batch = collator.pixels([renderer.render(snippets[k]) for k in chunk])
-            emb = model(collator.normalize(batch["pixel_values"].to(device)), batch["patch_rows"].to(device))
-            out[chunk] = emb.float().cpu().numpy()
-        model.train(was_training)
+        out = np.zeros((len(snippets), dim), np.float32)
+        try:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                out[chunk] = embed([snippets[k] for k in chunk]).float().cpu().numpy()
+        finally:
+            model.train(was_training)
         return out
 
     return encode
+
+
+def vc2l_encoder(model: torch.nn.Module, config: VC2LConfig, batch_size: int = 64) -> EncodeFn:
+    """Encode snippets with a (training) network exactly as :class:`VC2LModule` would, shortest first."""
+    renderer, collator = Renderer(config.render), Collator(config)
+
+    def embed(snippets: list[Snippet]) -> torch.Tensor:
+        device = next(model.parameters()).device
+        batch = collator.pixels([renderer.render(s) for s in snippets])
+        return model(collator.normalize(batch["pixel_values"].to(device)), batch["patch_rows"].to(device))
+
+    return _sorted_encoder(model, config.embed_dim, embed, batch_size)
 
 
 def text_encoder(embed_texts: Callable[[Sequence[str]], np.ndarray]) -> EncodeFn:
@@ -201,32 +213,15 @@ def text_encoder(embed_texts: Callable[[Sequence[str]], np.ndarray]) -> EncodeFn
 
 
 def module_encoder(module: torch.nn.Module, batch_size: int = 64) -> EncodeFn:
-    """Encode snippets through a loaded model's own ``preprocess`` and ``forward`` (any network class behind it).
+    """Encode snippets through a loaded model's own ``preprocess`` and ``forward`` (any network class behind it)."""
 
-    Shortest snippets first, as :func:`vc2l_encoder` does: batches of similar length pad less.
-    """
-
-    @torch.no_grad()
-    def encode(snippets: Sequence[Snippet]) -> np.ndarray:
-        was_training = module.training
-        module.eval()
+    def embed(snippets: list[Snippet]) -> torch.Tensor:
         device = next(module.parameters()).device
-        order = sorted(range(len(snippets)), key=lambda k: len(snippets[k].text) + 10_000 * len(snippets[k].images))
-        rows: dict[int, np.ndarray] = {}
-        try:
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                features = module.preprocess([snippets[k] for k in chunk])
-                features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-                emb = module.forward(features)["sentence_embedding"].float().cpu().numpy()
-                rows.update(zip(chunk, emb, strict=True))
-        finally:
-            module.train(was_training)
-        if not rows:
-            return np.zeros((0, module.get_embedding_dimension()), np.float32)
-        return np.stack([rows[k] for k in range(len(snippets))]).astype(np.float32)
+        features = module.preprocess(snippets)
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        return module.forward(features)["sentence_embedding"]
 
-    return encode
+    return _sorted_encoder(module, module.get_embedding_dimension(), embed, batch_size)
 
 
 # ------------------------------------------------------------------------------------------ several sets

@@ -144,8 +144,9 @@ class Reader(nn.Module):
         self.stem = GlyphStem(config.stem_width, config.stem_layers, config.stem_kernel, config.width)
         self.body = Body(config.width, config.layers, config.heads, int(config.width * config.mlp_ratio),
                          config.max_positions, config.norm_eps)
-        mean = torch.tensor(config.image_mean).view(1, 3, 1, 1)
-        std = torch.tensor(config.image_std).view(1, 3, 1, 1)
+        from vc2l_retriever.model import pixel_normalizer  # model.py builds this class: imported late, no cycle
+
+        mean, std = pixel_normalizer(config)
         background = (config.render.background / 255 - mean) / std
         self.register_buffer("background", background, persistent=False)
 
@@ -183,9 +184,6 @@ class Reader(nn.Module):
         if not hidden_states:
             return out
         return out, {"cells": cells, "states": torch.stack(states, dim=1), "keep": keep, "pooled": pooled}
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Not used on this small network; present for the trainer's interface."""
 
 
 __all__ = ["Body", "GlyphStem", "Reader"]

@@ -1,22 +1,24 @@
-"""Indexing throughput and query latency of embedded Qdrant (not run in CI).
+"""Indexing throughput and peak memory: Qdrant Edge (the embedded engine) against qdrant-client's local mode.
 
-    .venv/bin/python benchmarks/bench_index.py --model PATH [--pages 200] [--points 100000] [--queries 200]
-    .venv/bin/python benchmarks/bench_index.py --preset micro --pages 20 --points 2000 --queries 20   # smoke run
+    .venv/bin/python benchmarks/bench_index.py [--model NAME_OR_PATH] [--pages 1000]
+    .venv/bin/python benchmarks/bench_index.py --preset micro --pages 20      # smoke run
 
-1. Generates ``--pages`` PDF pages (10-page documents with fpdf2; every third page has a figure) and indexes
-   them into a fresh embedded Qdrant folder: pages/s, snippets/s, peak RSS, and the time shares of parsing
-   (``ingest_file``), rendering, encoding (the ViT, rendering excluded) and upserting. The shares come from
-   timers wrapped around those calls; the rest (hashing, payloads, ID lookups) is reported as "other".
-2. Tops a second collection up to ``--points`` points with random unit vectors (upserted directly, since only
-   the search cost matters) and measures query latency p50/p99 over ``--queries`` text queries: encode + search,
-   and search alone. Embedded search is brute force, so latency grows linearly with the point count.
+Generates ``--pages`` PDF pages (10-page documents with fpdf2; every third page has a figure), then indexes them
+once per engine, each in a fresh subprocess so that its peak RSS is its own: pages/s, snippets/s, peak RSS, and
+the time shares of parsing (``ingest_file``), rendering, encoding (the network, rendering excluded) and upserting
+(the store's writes), from timers wrapped around those calls; the rest (hashing, payloads, ID lookups) is
+"other". The two runs share one corpus and one model, so their ratio is the engines' difference. Search latency
+is ``bench_store.py``'s job.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -26,9 +28,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from qdrant_client import QdrantClient
 
 import vc2l_retriever
 from vc2l_retriever import index as vindex
+from vc2l_retriever.store import ServerStore, open_store
 
 WORDS = ("retrieval systems embed documents as vectors each snippet of a page such as a paragraph with its heading "
          "a caption and the figure it describes is drawn as pixels and encoded by one vision transformer").split()
@@ -76,84 +80,81 @@ def timed(fn: Callable[..., Any], bucket: str, totals: dict[str, float]) -> Call
     return wrapper
 
 
-def bench_indexing(model: Any, folder: Path, index_dir: Path, pages: int, batch_size: int) -> None:
-    """Index the generated corpus and print rates and time shares."""
-    files = make_corpus(folder, pages)
+def bench_indexing(model: Any, files: list[Path], index_dir: Path, engine: str, batch_size: int) -> dict:
+    """Index ``files`` into a fresh store of ``engine`` and return rates, peak RSS and time shares."""
     totals: dict[str, float] = defaultdict(float)
     module = model[0]
     vindex.ingest_file = timed(vindex.ingest_file, "parse", totals)  # index_paths looks it up at call time
     module.render_batch = timed(module.render_batch, "render", totals)
     model.encode = timed(model.encode, "encode", totals)
-    client = vindex.open_client(index_dir)
-    client.upsert = timed(client.upsert, "upsert", totals)
-    identity = vindex.model_identity(model)
-    vindex.ensure_collection(client, "bench", identity)
-    report = vindex.index_paths(client, "bench", model, files, batch_size=batch_size, progress=False)
-    client.close()
+    if engine == "edge":
+        store = open_store(index_dir, name="bench")
+    else:  # the embedded engine before Edge, through the same interface
+        store = ServerStore(QdrantClient(path=str(index_dir)), "bench")
+    store.upsert = timed(store.upsert, "upsert", totals)  # type: ignore[method-assign]
+    vindex.ensure_collection(store, vindex.model_identity(model))
+    if engine == "local":
+        tune_like_the_old_release(store)
+    report = vindex.index_paths(store, model, files, batch_size=batch_size, progress=False)
+    points = store.count()
+    store.close()
     seconds = report.seconds
     shares = {"parse": totals["parse"], "render": totals["render"], "encode": totals["encode"] - totals["render"],
               "upsert": totals["upsert"]}
     shares["other"] = seconds - sum(shares.values())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"indexed {len(files)} PDFs, {pages} pages, {report.snippets} snippets in {seconds:.2f} s: "
-          f"{pages / seconds:.1f} pages/s, {report.snippets / seconds:.1f} snippets/s, peak RSS {peak_mb:.0f} MB")
-    print("time shares: " + ", ".join(f"{k} {v / seconds:.0%} ({v:.2f} s)" for k, v in shares.items()))
-    if report.skipped:
-        print(f"skipped: {report.skipped[:3]}")
+    return {"engine": engine, "snippets": report.snippets, "points": points, "seconds": seconds,
+            "peak_rss_mb": peak_mb, "shares": shares, "skipped": report.skipped[:3]}
 
 
-def bench_latency(model: Any, index_dir: Path, points: int, queries: int) -> None:
-    """Top a collection up to ``points`` random vectors and time text queries."""
-    client = vindex.open_client(index_dir)
-    identity = vindex.model_identity(model)
-    vindex.ensure_collection(client, "latency", identity)
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    for lo in range(client.count("latency", exact=True).count, points, 2048):
-        n = min(2048, points - lo)
-        vectors = rng.standard_normal((n, identity.dim)).astype(np.float32)
-        batch = [vindex.models.PointStruct(id=lo + i, vector=v.tolist(), payload={"metadata": {"source": f"doc{i}"}})
-                 for i, v in enumerate(vectors)]
-        client.upsert("latency", points=batch, wait=True)
-    print(f"collection of {points} points ready in {time.perf_counter() - start:.1f} s")
-    texts = [sentence(10_000 + q, 8) for q in range(queries)]
-    vindex.search(client, "latency", model, texts[0], limit=10)  # warm-up
-    full, search_only = [], []
-    for text in texts:
-        t0 = time.perf_counter()
-        vector = vindex.encode_query(model, text)
-        t1 = time.perf_counter()
-        client.query_points("latency", query=vector, limit=10)
-        t2 = time.perf_counter()
-        full.append(t2 - t0)
-        search_only.append(t2 - t1)
-    client.close()
-    for label, values in (("encode + search", full), ("search only", search_only)):
-        ms = np.array(values) * 1000
-        print(f"{label:15s} over {points} points: p50 {np.percentile(ms, 50):.1f} ms, "
-              f"p99 {np.percentile(ms, 99):.1f} ms ({queries} queries)")
+def tune_like_the_old_release(store: ServerStore) -> None:
+    """The previous release switched local mode's SQLite file to WAL + synchronous=NORMAL (through qdrant-client's
+    private attributes), since its default fsyncs every point; the comparison keeps that."""
+    connection = store.client._client.collections[store.name].storage.storage  # type: ignore[attr-defined]
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def run_engine(args: argparse.Namespace, corpus: Path, engine: str) -> dict:
+    """One engine in a fresh subprocess (its own peak RSS)."""
+    command = [sys.executable, __file__, "--engine", engine, "--corpus", str(corpus), "--batch-size",
+               str(args.batch_size)] + (["--preset", args.preset] if args.preset else ["--model", args.model or ""])
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
-    """Parse arguments and run both benchmarks."""
+    """Make the corpus and index it with both engines (or, with --engine, run one engine here)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="VC2L model folder or shipped name")
+    parser.add_argument("--model", help="VC2L model folder or shipped name (default: the shipped default)")
     parser.add_argument("--preset", help="use a fresh random-weight preset instead of --model (e.g. micro)")
-    parser.add_argument("--pages", type=int, default=200)
-    parser.add_argument("--points", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--pages", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--index", type=Path, help="embedded Qdrant folder (default: a temporary one)")
+    parser.add_argument("--engine", choices=["edge", "local"], help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    model = (vc2l_retriever.create(args.preset, seed=0, device="cpu") if args.preset
-             else vc2l_retriever.load(args.model))
+    if args.engine:  # the subprocess: index and print one JSON line
+        model = (vc2l_retriever.create(args.preset, seed=0, device="cpu") if args.preset
+                 else vc2l_retriever.load(args.model or None, device="cpu"))
+        with tempfile.TemporaryDirectory() as tmp:
+            row = bench_indexing(model, sorted(args.corpus.glob("*.pdf")), Path(tmp) / "index", args.engine,
+                                 args.batch_size)
+        print(json.dumps(row))
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        index_dir = args.index or Path(tmp) / "index"
         corpus = Path(tmp) / "corpus"
         corpus.mkdir()
-        bench_indexing(model, corpus, index_dir, args.pages, args.batch_size)
-        bench_latency(model, index_dir, args.points, args.queries)
+        make_corpus(corpus, args.pages)
+        rows = [run_engine(args, corpus, engine) for engine in ("local", "edge")]
+    for r in rows:
+        print(f"{r['engine']:5s}: {args.pages} pages, {r['snippets']} snippets ({r['points']} points) in "
+              f"{r['seconds']:.1f} s: {args.pages / r['seconds']:.1f} pages/s, {r['snippets'] / r['seconds']:.1f} "
+              f"snippets/s, peak RSS {r['peak_rss_mb']:.0f} MB; upsert {r['shares']['upsert']:.2f} s; shares "
+              + ", ".join(f"{k} {v / r['seconds']:.0%}" for k, v in r["shares"].items()))
+    local, edge = rows
+    print(f"edge / local: indexing speed {local['seconds'] / edge['seconds']:.2f}x, upsert time "
+          f"{edge['shares']['upsert'] / max(local['shares']['upsert'], 1e-9):.2f}x, peak RSS "
+          f"{edge['peak_rss_mb'] / local['peak_rss_mb']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Qdrant adapter: one class over a ``QdrantClient`` that indexes documents and searches them with a VC2L model.
+"""Qdrant adapter: one class that indexes documents and searches them with a VC2L model, embedded or on a server.
 
 Thin by design: every method delegates to :mod:`vc2l_retriever.index`, where the logic (point IDs, payloads,
-batching, change detection, filters) lives once. Read that module's docstring for the payload layout and for the
-limits of embedded mode (brute-force search, ~10^5 points; payload indexes ignored; one process per folder).
+batching, change detection, filters) lives once, over a :class:`~vc2l_retriever.store.Store` (Qdrant Edge in this
+process, or a Qdrant server). Read that module's docstring for the payload layout and embedded mode's limits.
 
 Example::
 
@@ -38,6 +38,7 @@ from vc2l_retriever.index import (  # noqa: E402
     Thumbnails,
 )
 from vc2l_retriever.inputs import Snippet  # noqa: E402
+from vc2l_retriever.store import Store  # noqa: E402
 
 __all__ = ["Hit", "HitGroup", "IndexReport", "VC2LQdrant"]
 
@@ -47,8 +48,8 @@ class VC2LQdrant:
 
     Args:
         model: A VC2L ``SentenceTransformer``; ``None`` loads the shipped default (``vc2l_retriever.load()``).
-        client: An existing ``QdrantClient`` (not closed by :meth:`close`). Otherwise one is made from:
-        path: Embedded index folder (default ``./vc2l_index``) or ``":memory:"``.
+        client: An existing ``QdrantClient`` (a server; not closed by :meth:`close`). Otherwise the store is:
+        path: Embedded index folder (default ``./vc2l_index``) or ``":memory:"`` (Qdrant Edge in this process).
         url: Qdrant server URL (with ``api_key`` for a cloud cluster).
         api_key: Server API key.
         collection_name: Collection to use; created on first use, sized for the model (cosine).
@@ -62,7 +63,8 @@ class VC2LQdrant:
 
     Raises:
         IndexMismatchError: The collection was built with another model or vector size.
-        IndexInUseError: The embedded folder is open in another process.
+        IndexInUseError: The embedded folder is open in another process or store.
+        LegacyIndexError: The folder was written before Qdrant Edge (``vc2l migrate-index`` converts it).
     """
 
     def __init__(self, model: Any = None, *, client: QdrantClient | None = None,
@@ -78,12 +80,12 @@ class VC2LQdrant:
         self.collection_name = collection_name
         self.thumbnails, self.batch_size = thumbnails, batch_size
         self.identity = _index.model_identity(model, model_name)
-        self._owns_client = client is None
-        self.client = client if client is not None else _index.open_client(path, url=url, api_key=api_key)
+        self.store: Store = _index.open_index(path, url=url, api_key=api_key, collection=collection_name,
+                                              client=client)
         try:
-            _index.ensure_collection(self.client, collection_name, self.identity, create=create,
-                                     shard_number=shard_number, replication_factor=replication_factor,
-                                     on_disk=on_disk, quantization=quantization)
+            _index.ensure_collection(self.store, self.identity, create=create, shard_number=shard_number,
+                                     replication_factor=replication_factor, on_disk=on_disk,
+                                     quantization=quantization)
         except BaseException:
             self.close()  # release the embedded folder's lock
             raise
@@ -102,36 +104,37 @@ class VC2LQdrant:
             kwargs["stop"] = stop
         if options is not None:
             kwargs["options"] = options
-        return _index.index(self.client, self.collection_name, self.model, items, **kwargs)
+        return _index.index(self.store, self.model, items, **kwargs)
 
     def search(self, query: Query, limit: int = 10, *, source: str | None = None,
-               filter: models.Filter | None = None, score_threshold: float | None = None) -> list[Hit]:
+               filter: models.Filter | None = None, score_threshold: float | None = None,
+               offset: int = 0) -> list[Hit]:
         """Best hits for text (``str``), a PIL image, an image file (``Path``) or a Snippet."""
-        return _index.search(self.client, self.collection_name, self.model, query, limit=limit, source=source,
-                             filter=filter, score_threshold=score_threshold)
+        return _index.search(self.store, self.model, query, limit=limit, source=source, filter=filter,
+                             score_threshold=score_threshold, offset=offset)
 
     def search_groups(self, query: Query, limit: int = 5, *, group_by: str = SOURCE_KEY, group_size: int = 3,
                       source: str | None = None, filter: models.Filter | None = None) -> list[HitGroup]:
         """Best ``limit`` documents (or other ``group_by`` values), up to ``group_size`` hits each."""
-        return _index.search_groups(self.client, self.collection_name, self.model, query, group_by=group_by,
-                                    limit=limit, group_size=group_size, source=source, filter=filter)
+        return _index.search_groups(self.store, self.model, query, group_by=group_by, limit=limit,
+                                    group_size=group_size, source=source, filter=filter)
 
     def delete(self, source: str | Path) -> int:
         """Delete a document's points (exact source or glob); returns how many."""
-        return _index.delete(self.client, self.collection_name, os.fspath(source))
+        return _index.delete(self.store, os.fspath(source))
 
     def count(self, source: str | None = None) -> int:
         """Points in the collection, or of one source (exact or glob)."""
-        return _index.count(self.client, self.collection_name, source)
+        return _index.count(self.store, source)
 
     def info(self) -> dict[str, Any]:
         """Points, vector size, recorded model and mode of the collection."""
-        return _index.collection_info(self.client, self.collection_name)
+        return _index.collection_info(self.store)
 
     def close(self) -> None:
-        """Close the client if this object made it (unlocks an embedded folder)."""
-        if self._owns_client and getattr(self, "client", None) is not None:
-            self.client.close()
+        """Close the store (unlocks an embedded folder; a ``client`` passed in stays open)."""
+        if getattr(self, "store", None) is not None:
+            self.store.close()
 
     def __enter__(self) -> VC2LQdrant:
         return self

@@ -2,8 +2,12 @@
 
 :func:`build_corpus` writes every case under ``root`` and returns the list of :class:`Case` records saying what
 a correct ingester does with each file: read it (``ok``), read it to nothing (``empty``), refuse it with an
-error whose reason contains ``reason`` (``error``), or never reach it when walking the folder (``ignored``).
-Files are small or sparse: the "200 MB" files take no disk space, the 2,000-page PDF is about 300 KB.
+error whose reason contains ``reason`` (``error``), read part of it and then report it (``partial``), or never
+reach it when walking the folder (``ignored``). Files are small or sparse: the "200 MB" files take no disk space,
+the 2,000-page PDF is about 300 KB, the PDF claiming a million pages 600 bytes.
+
+Symlinks out of the corpus point into a sibling folder, ``<root>-outside`` (see :func:`outside_folder`), whose
+files hold :data:`SECRET`: it must never reach the index unless ``follow_symlinks`` is set.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-OK, EMPTY, ERROR, IGNORED = "ok", "empty", "error", "ignored"
+OK, EMPTY, ERROR, IGNORED, PARTIAL = "ok", "empty", "error", "ignored", "partial"
 
 # Error categories: each is a substring of the IngestError reason the ingester gives.
 BAD_IMAGE = "not a readable image"
@@ -29,6 +33,13 @@ EMPTY_FILE = "empty file"
 NO_PAGES = "PDF has no pages"
 NO_PAGE_READ = "no page could be read"
 TOO_LARGE = "larger than max_file_bytes"
+OUTSIDE = "symlink resolves outside the folder being indexed"
+LOOP = "symlink loop"
+FAILED_RUN = "stopped after 20 consecutive pages failed to load"
+
+SECRET = "root:x:0:0:root:/root:/bin/bash"
+LYING_COUNT = 1_000_000
+BROKEN_PAGES = 3000
 
 BIG_TEXT_BYTES = 10 * 1024 * 1024
 PDF_PAGES = 2000
@@ -41,9 +52,9 @@ class Case:
     Attributes:
         name: Path relative to the corpus root (as written; may hold odd characters).
         what: One-line description.
-        expect: ``ok``, ``empty``, ``error`` or ``ignored`` (see the module docstring).
-        reason: For ``error``: a substring of the reason. For ``ok``: a metadata key whose count must be > 0
-            (e.g. ``refused_images``), or ``""``.
+        expect: ``ok``, ``empty``, ``error``, ``partial`` or ``ignored`` (see the module docstring).
+        reason: For ``error`` and ``partial``: a substring of the reason. For ``ok``: a metadata key whose count
+            must be > 0 (e.g. ``refused_images``), or ``""``.
     """
 
     name: str
@@ -215,6 +226,30 @@ def _one_text_page(kids: bytes, count: int) -> bytes:
     ])
 
 
+def pdf_claiming_pages(count: int) -> bytes:
+    """A 600-byte PDF with one text page whose page tree claims ``count`` pages (``len(pdf)`` believes it)."""
+    return _one_text_page(b"3 0 R", count)
+
+
+def pdf_with_broken_pages(pages: int, good: Callable[[int], bool]) -> bytes:
+    """A PDF whose page tree lists ``pages`` kids: page ``i`` (1-based) is a text page if ``good(i)``, else an
+    object that is not a page, which pdfium refuses to load ("Failed to load page")."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"", b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+               b"<< /Type /Font >>"]  # object 4: what every broken kid points to
+    kids = []
+    for i in range(1, pages + 1):
+        if not good(i):
+            kids.append(b"4 0 R")
+            continue
+        text = f"BT /F1 12 Tf 10 50 Td (readable page {i} of the broken report) Tj ET".encode()
+        objects.append(f"<< /Length {len(text)} >>\nstream\n".encode() + text + b"\nendstream")
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 100] /Contents {len(objects)} 0 R"
+                       " /Resources << /Font << /F1 3 0 R >> >> >>".encode())
+        kids.append(f"{len(objects)} 0 R".encode())
+    objects[1] = b"<< /Type /Pages /Kids [" + b" ".join(kids) + f"] /Count {pages} >>".encode()
+    return pdf_from_objects(objects)
+
+
 def _pdf_cases(root: Path) -> list[Case]:
     d = root / "pdf"
     d.mkdir()
@@ -245,6 +280,12 @@ def _pdf_cases(root: Path) -> list[Case]:
           "PDF whose embedded JPEG has corrupt pixel data (decoded as noise, text kept)", OK)
     nested = b"%PDF-1.4\n1 0 obj " + b"[" * 100_000 + b"]" * 100_000 + b" endobj\n%%EOF\n"
     write("nested_arrays.pdf", nested, "100,000 nested arrays (parser recursion)", ERROR, BAD_PDF)
+    write("count_million.pdf", pdf_claiming_pages(LYING_COUNT),
+          f"page tree claims {LYING_COUNT:,} pages, holds 1 (read, then stopped)", PARTIAL, FAILED_RUN)
+    write("broken_3000.pdf", pdf_with_broken_pages(BROKEN_PAGES + 1, lambda i: i == 1),
+          f"one text page, then {BROKEN_PAGES:,} pages that fail to load", PARTIAL, FAILED_RUN)
+    write("broken_interleaved.pdf", pdf_with_broken_pages(2000, lambda i: i % 20 == 1),
+          "2,000 pages: one text page, then 19 that fail to load, over and over (never 20 in a row)", OK)
     return cases
 
 
@@ -262,7 +303,9 @@ def _html_cases(root: Path) -> list[Case]:
         (d / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         cases.append(Case(f"html/{name}", what, expect, reason))
 
+    (d / "linked.png").symlink_to(outside_folder(root) / "pic.png")
     cases.append(Case("html/fig.png", "the image the HTML pages use", OK))
+    cases.append(Case("html/linked.png", "symlink to an image outside the folder", ERROR, OUTSIDE))
     cases.append(Case("html/bomb.png", "bomb PNG referenced by a page", ERROR, BAD_IMAGE))
     write("nested_10000.html", "<body>" + "<div><b>" * 5000 + "deep" + "</b></div>" * 5000 + "</body>",
           "10,000 nested tags", OK)
@@ -280,6 +323,8 @@ def _html_cases(root: Path) -> list[Case]:
     write("img_bad.html", '<p>bad <img src="bomb.png"> <img src="data:image/png;base64,AAAA"> '
           '<img src="data:image/png;base64,' + _b64(png_declaring(100_000, 100_000)) + '"></p>',
           "img src: bomb file, broken and bomb data: URIs", OK, "invalid_images")
+    write("img_link.html", '<p>linked figure <img src="linked.png"></p>', "img src: a symlink out of the folder",
+          OK, "refused_images")
     write("img_good.html", '<h1>Figure</h1><p>green square <img src="fig.png" alt="green"></p>',
           "a good page (control)", OK)
     write("empty.html", b"", "0-byte HTML", EMPTY)
@@ -336,9 +381,27 @@ def _text_cases(root: Path) -> list[Case]:
 # --------------------------------------------------------------------------------------------------- file system
 
 
+def outside_folder(root: Path) -> Path:
+    """The sibling folder that the corpus's outward symlinks point into (written by :func:`build_corpus`)."""
+    return root.parent / f"{root.name}-outside"
+
+
+def _outside_files(root: Path) -> None:
+    outside = outside_folder(root)
+    (outside / "secret_dir").mkdir(parents=True)
+    (outside / "secret.txt").write_text(SECRET, encoding="utf-8")
+    (outside / "secret_dir" / "leak.md").write_text(f"# Leaked\n\n{SECRET}", encoding="utf-8")
+    (outside / "pic.png").write_bytes(_encoded(Image.new("RGB", (48, 48), (120, 0, 0)), "PNG"))
+
+
 def _fs_cases(root: Path) -> list[Case]:
     d = root / "fs"
     (d / "sub").mkdir(parents=True)
+    outside = outside_folder(root)
+    (d / "passwd.txt").symlink_to(outside / "secret.txt")  # as "passwd.txt -> /etc/passwd"
+    (d / "outside_dir").symlink_to(outside / "secret_dir", target_is_directory=True)
+    (d / "loop_a.txt").symlink_to("loop_b.txt")  # a -> b -> a: resolving either fails with ELOOP
+    (d / "loop_b.txt").symlink_to("loop_a.txt")
     (d / "sub" / "inner.txt").write_text("inside the looped folder", encoding="utf-8")
     (d / "sub" / "loop").symlink_to(d, target_is_directory=True)  # fs/sub/loop -> fs: a cycle
     (d / "self").symlink_to(".", target_is_directory=True)  # fs/self -> fs
@@ -359,6 +422,10 @@ def _fs_cases(root: Path) -> list[Case]:
     (deep / "deep.txt").write_text("sixty folders down", encoding="utf-8")
     deep_name = str(deep.relative_to(root) / "deep.txt")
     return [
+        Case("fs/passwd.txt", "symlink to a file outside the folder", ERROR, OUTSIDE),
+        Case("fs/outside_dir", "symlink to a folder outside the folder", ERROR, OUTSIDE),
+        Case("fs/loop_a.txt", "symlink loop a -> b -> a", ERROR, LOOP),
+        Case("fs/loop_b.txt", "symlink loop b -> a -> b", ERROR, LOOP),
         Case("fs/sub/inner.txt", "file inside a symlink loop (read once)", OK),
         Case("fs/sub/loop", "directory symlink loop", IGNORED),
         Case("fs/self", "directory symlink to itself", IGNORED),
@@ -374,7 +441,9 @@ def _fs_cases(root: Path) -> list[Case]:
 
 
 def build_corpus(root: Path) -> list[Case]:
-    """Write the hostile corpus under ``root`` (which must exist and be empty); return its cases."""
+    """Write the hostile corpus under ``root`` (which must exist and be empty) and the files its symlinks point
+    to in :func:`outside_folder` (which must not exist); return its cases."""
+    _outside_files(root)
     cases = _image_cases(root) + _pdf_cases(root) + _html_cases(root) + _text_cases(root) + _fs_cases(root)
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), "duplicate case names"

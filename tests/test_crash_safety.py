@@ -1,8 +1,9 @@
 """Crash-safe indexing: ``vc2l index`` killed or interrupted part-way leaves a store that the next run completes.
 
-The runs are real ``vc2l index`` subprocesses on an embedded Qdrant folder with the micro model. Progress is read
-from the collection's SQLite file (a reader never blocks Qdrant's writer in WAL mode), so each signal lands while
-points are being written. The reference is a clean in-process run of the same folder.
+The runs are real ``vc2l index`` subprocesses (the CLI's ``main`` with DEBUG logging) on an embedded Qdrant Edge
+folder with the micro model. Progress is read from the indexer's "wrote N points" log lines, each logged once Edge
+has acknowledged the write, so each signal lands while points are being written. The reference is a clean
+in-process run of the same folder.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import math
 import re
 import signal
-import sqlite3
+import threading
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from vc2l_retriever.cli import main as cli_main
 
 pytest.importorskip("qdrant_client")
 from vc2l_retriever import index as vindex  # noqa: E402
-from vc2l_retriever.index import IndexInUseError, default_ingest_options, open_client  # noqa: E402
+from vc2l_retriever.index import IndexInUseError, default_ingest_options, open_index  # noqa: E402
 from vc2l_retriever.ingest import ingest  # noqa: E402
 from vc2l_retriever.integrations.qdrant import VC2LQdrant  # noqa: E402
 
@@ -53,90 +54,91 @@ def clean(docs: Path, micro_model_dir: Path, tmp_path_factory: pytest.TempPathFa
     model = vc2l_retriever.load(micro_model_dir, device="cpu")
     with VC2LQdrant(model, path=tmp_path_factory.mktemp("clean") / "index", batch_size=64) as store:
         store.index([docs])
-        points = stored_points(store.client)
+        points = stored_points(store.store)
     # The IDs are a function of the files alone: ingest + point_id gives the same set without any model run.
     snippets = list(ingest([docs], default_ingest_options(model)))
     assert {vindex.point_id(s) for s in snippets} == set(points)
     return points
 
 
-def stored_points(client: object) -> dict[str, np.ndarray]:
-    """Every point of collection ``vc2l``; fails on two points for the same snippet (source, page, order)."""
+def stored_points(store: object) -> dict[str, np.ndarray]:
+    """Every point of the store; fails on two points for the same snippet (source, page, order)."""
     out: dict[str, np.ndarray] = {}
     locators: set[tuple] = set()
-    offset = None
-    while True:
-        records, offset = client.scroll("vc2l", limit=1000, offset=offset, with_vectors=True,  # type: ignore[attr-defined]
-                                        with_payload=["metadata"])
-        for r in records:
-            md = r.payload["metadata"]
-            locator = (md["source"], md["page"], md["order"])
-            assert locator not in locators, f"two points for {locator}"
-            locators.add(locator)
-            out[str(r.id)] = np.asarray(r.vector, dtype=np.float32)
-        if offset is None:
-            return out
+    for r in store.scroll(keys=["metadata"], with_vectors=True):  # type: ignore[attr-defined]
+        md = r.payload["metadata"]
+        locator = (md["source"], md["page"], md["order"])
+        assert locator not in locators, f"two points for {locator}"
+        locators.add(locator)
+        out[r.id] = np.asarray(r.vector, dtype=np.float32)
+    return out
 
 
 def read_points(index: Path) -> dict[str, np.ndarray]:
-    client = open_client(index)
-    try:
-        return stored_points(client)
-    finally:
-        client.close()
+    with open_index(index) as store:
+        return stored_points(store)
 
 
-def sqlite_rows(index: Path) -> int:
-    """Points persisted so far, read straight from the embedded store's SQLite file (0 before it exists)."""
-    db = index / "collection" / "vc2l" / "storage.sqlite"
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=1) as connection:
-            return connection.execute("SELECT count(*) FROM points").fetchone()[0]
-    except sqlite3.OperationalError:  # table not created yet
-        return 0
+class Indexer:
+    """``vc2l index`` in a subprocess; counts the points it reports written (acknowledged by the store)."""
 
+    def __init__(self, docs: Path, index: Path, model_dir: Path) -> None:
+        code = ("import logging, sys; logging.basicConfig(level=logging.DEBUG, format='%(message)s');"
+                "from vc2l_retriever.cli import main; sys.exit(main(sys.argv[1:]))")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, "index", str(docs), "--index", str(index), "--model", str(model_dir),
+             "--batch-size", str(BATCH)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.written, self.err = 0, []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-def start_index(docs: Path, index: Path, model_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(VC2L), "index", str(docs), "--index", str(index), "--model", str(model_dir),
-                             "--batch-size", str(BATCH)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def _read(self) -> None:
+        for line in self.process.stderr:  # type: ignore[union-attr]
+            if m := re.match(r"wrote (\d+) points", line):
+                self.written += int(m.group(1))
+            else:
+                self.err.append(line)
 
+    def wait_for_points(self, at_least: int = 1, timeout: float = 180) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.written >= at_least:
+                return self.written
+            if self.process.poll() is not None:
+                pytest.fail(f"vc2l index exited early ({self.process.returncode}): {''.join(self.err)[-2000:]}")
+            time.sleep(0.01)
+        self.process.kill()
+        pytest.fail("vc2l index wrote no point in time")
 
-def wait_for_points(process: subprocess.Popen, index: Path, at_least: int = 1, timeout: float = 180) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = sqlite_rows(index)
-        if rows >= at_least:
-            return rows
-        if process.poll() is not None:
-            pytest.fail(f"vc2l index exited early ({process.returncode}): {process.stderr.read().decode()[-2000:]}")
-        time.sleep(0.02)
-    process.kill()
-    pytest.fail("vc2l index wrote no point in time")
+    def finish(self, timeout: float = 120) -> tuple[str, str]:
+        out = self.process.stdout.read()  # type: ignore[union-attr]
+        self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return out, "".join(self.err)
 
 
 def test_sigkill_mid_run_then_rerun_gives_exactly_the_clean_points(docs: Path, micro_model_dir: Path,
                                                                    clean: dict[str, np.ndarray], tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
     index = tmp_path / "index"
-    process = start_index(docs, index, micro_model_dir)
+    indexer = Indexer(docs, index, micro_model_dir)
+    process = indexer.process
     try:
-        wait_for_points(process, index, at_least=3 * BATCH)  # some files finished, one part-written
+        indexer.wait_for_points(at_least=3 * BATCH)  # some files finished, one part-written
         # While it runs, a second process gets a clear "in use" error and leaves the store alone.
         with pytest.raises(IndexInUseError, match="in use by another process"):
-            open_client(index)
+            open_index(index)
         assert cli_main(["info", "--index", str(index)]) == 1
         assert "is in use by another process" in capsys.readouterr().err
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
+    indexer.finish()
 
-    with sqlite3.connect(index / "collection" / "vc2l" / "storage.sqlite") as connection:
-        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    partial = read_points(index)
+    partial = read_points(index)  # Edge replays its write-ahead log on load
     assert 0 < len(partial) < len(clean), "the kill did not land mid-run"
+    assert len(partial) >= indexer.written  # every acknowledged point survived the kill
     assert set(partial) <= set(clean)
 
     rerun = subprocess.run([str(VC2L), "index", str(docs), "--index", str(index), "--model", str(micro_model_dir),
@@ -157,15 +159,15 @@ def test_sigkill_mid_run_then_rerun_gives_exactly_the_clean_points(docs: Path, m
 def test_ctrl_c_stops_after_the_batch_in_progress_with_a_summary(docs: Path, micro_model_dir: Path,
                                                                  clean: dict[str, np.ndarray], tmp_path: Path) -> None:
     index = tmp_path / "index"
-    process = start_index(docs, index, micro_model_dir)
+    indexer = Indexer(docs, index, micro_model_dir)
+    process = indexer.process
     try:
-        wait_for_points(process, index)
+        indexer.wait_for_points()
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=120)
+        out_text, err_text = indexer.finish(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
-    out_text, err_text = out.decode(), err.decode()
     assert process.returncode == 130, err_text[-2000:]
     assert "Traceback" not in err_text
     assert "stopping after the batch in progress" in err_text and "vc2l index: interrupted" in err_text
@@ -189,7 +191,7 @@ def test_stop_callback_ends_an_api_run_at_a_batch_boundary(docs: Path, micro_mod
     model = vc2l_retriever.load(micro_model_dir, device="cpu")
     with VC2LQdrant(model, path=tmp_path / "index", batch_size=BATCH) as store:
         report = store.index([docs], stop=lambda: store.count() >= 2 * BATCH)
-        stored = stored_points(store.client)
+        stored = stored_points(store.store)
     assert report.interrupted and "interrupted" in report.summary()
     # Polled after every snippet, the stop request is seen right after the second batch was written.
     assert len(stored) == report.snippets == 2 * BATCH

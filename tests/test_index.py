@@ -131,11 +131,12 @@ def test_prune_deletes_points_of_files_removed_from_the_folder_and_nothing_else(
 def test_per_file_lookups_used_on_a_server_agree_with_the_embedded_whole_collection_scan(
         store: VC2LQdrant, docs: Path) -> None:
     store.index([docs])
-    whole = vindex.Manifest(store.client, store.collection_name)
-    per_file = vindex.Manifest(store.client, store.collection_name)
+    whole = vindex.Manifest(store.store)
+    per_file = vindex.Manifest(store.store)
     per_file._all = None  # what a server does: read each file's points through the metadata.source index
-    # index_paths lets documents found in a folder argument use images from anywhere in that folder
-    key = vindex.options_key(replace(vindex.default_ingest_options(store.model), image_root=docs.absolute()))
+    # index_paths confines documents found in a folder argument to it, and lets them use images from anywhere in it
+    key = vindex.options_key(replace(vindex.default_ingest_options(store.model), image_root=docs.absolute(),
+                                     root=docs.absolute()))
     notes, digest = str(docs / "notes.txt"), vindex.hash_file(docs / "notes.txt")
     for manifest in (whole, per_file):
         assert manifest.unchanged(notes, digest, key)
@@ -207,7 +208,7 @@ def test_the_same_adapter_code_runs_in_memory_and_on_disk(micro_model: vc2l_retr
 
 def test_a_collection_made_by_another_model_or_size_is_refused(micro_model: vc2l_retriever.VC2LSentenceTransformer,
                                                                tmp_path: Path) -> None:
-    from qdrant_client import models
+    from qdrant_client import QdrantClient, models
 
     path = tmp_path / "idx"
     VC2LQdrant(micro_model, path=path).close()
@@ -217,7 +218,9 @@ def test_a_collection_made_by_another_model_or_size_is_refused(micro_model: vc2l
         VC2LQdrant(other_weights, path=path)
     with pytest.raises(IndexMismatchError, match="holds 32-d vectors but the model makes 16-d"):
         VC2LQdrant(other_size, path=path)
-    client = vindex.open_client(path)  # the refused attempts released the folder
+    with VC2LQdrant(micro_model, path=path) as s:  # the refused attempts released the folder
+        assert s.count() == 0
+    client = QdrantClient(location=":memory:")  # the server code path (url=/client=), minus the server
     client.create_collection("foreign", vectors_config=models.VectorParams(size=32, distance=models.Distance.COSINE))
     with pytest.raises(IndexMismatchError, match="no VC2L model record"):
         VC2LQdrant(micro_model, client=client, collection_name="foreign")
@@ -263,11 +266,21 @@ def test_a_bad_image_in_a_batch_is_reported_and_the_rest_is_indexed(store: VC2LQ
     assert len(report.skipped) == 1 and report.skipped[0][0] == "/s.txt item 99"
 
 
-def test_embedded_mode_warns_when_a_collection_outgrows_brute_force(store: VC2LQdrant, caplog: pytest.LogCaptureFixture,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vindex, "EMBEDDED_WARN_POINTS", 3)
-    store.index([Snippet(text=f"t{i}") for i in range(4)])
-    assert "brute force" in caplog.text
+def test_an_indexing_run_past_the_size_threshold_optimizes_and_search_answers_the_same(
+        store: VC2LQdrant, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    optimize = store.store.optimize
+    monkeypatch.setattr(store.store, "optimize", lambda: calls.append("optimize") or optimize())
+    monkeypatch.setattr(vindex, "OPTIMIZE_POINTS", 6)
+    store.index([Snippet(text=f"fact number {i}", source="/f.txt", order=i) for i in range(4)])
+    before = [(h.id, round(h.score, 5)) for h in store.search("fact number 2", limit=4)]
+    assert calls == []  # 4 points: below the threshold
+    store.index([Snippet(text=f"fact number {i}", source="/f.txt", order=i) for i in range(8)])
+    assert calls == ["optimize"] and store.count() == 8
+    store.index([])
+    assert calls == ["optimize"]  # nothing written: no second build
+    after = [(h.id, round(h.score, 5)) for h in store.search("fact number 2", limit=8)]
+    assert after[0] == before[0] and set(before) <= set(after)
 
 
 def test_a_second_process_gets_an_index_in_use_error(micro_model: vc2l_retriever.VC2LSentenceTransformer,
@@ -276,7 +289,7 @@ def test_a_second_process_gets_an_index_in_use_error(micro_model: vc2l_retriever
     path = tmp_path / "idx"
     VC2LQdrant(micro_model, path=path).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from qdrant_client import QdrantClient; c = QdrantClient(path=sys.argv[1]);"
+        [sys.executable, "-c", "import sys; from vc2l_retriever.index import open_index; s = open_index(sys.argv[1]);"
          " print('ready', flush=True); sys.stdin.read()", str(path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

@@ -31,7 +31,7 @@ from llama_index.vector_stores.qdrant import QdrantVectorStore  # noqa: E402
 from qdrant_client import QdrantClient  # noqa: E402
 
 import vc2l_retriever  # noqa: E402
-from vc2l_retriever.index import IndexMismatchError  # noqa: E402
+from vc2l_retriever.index import IndexMismatchError, open_index  # noqa: E402
 from vc2l_retriever.integrations.llamaindex import (  # noqa: E402
     VC2LEmbedding,
     VC2LQdrantVectorStore,
@@ -251,9 +251,11 @@ def test_the_llamaindex_rag_example_answers_text_image_and_plain_queries(
             "--query", TEXTS[0], "--image", str(docs / "stripes.png"), "-k", "2"]
     example.main(argv)
     example.main(argv)  # a second run overwrites: stable node IDs
-    client = QdrantClient(path=str(tmp_path / "index"))
-    assert [client.count(name).count for name in ("text", "images", "all")] == [3, 2, 5]
-    client.close()
+    counts = []
+    for name in ("text", "images", "all"):  # the example writes the project's embedded index (Qdrant Edge)
+        with open_index(tmp_path / "index", collection=name) as store:
+            counts.append(store.count())
+    assert counts == [3, 2, 5]
     out = capsys.readouterr().out.split("LLM is explicitly disabled")[-1]
     text, images, image_query, plain = out.split("\n[1] ")[1:5]
     assert text.startswith("compost.pdf p.1") and images.startswith("stripes.png")

@@ -102,7 +102,8 @@ def iter_files(roots: Iterable[str | Path], max_files: int | None = None) -> lis
     """HTML and PDF files under each root (in :func:`discover` order), at most ``max_files`` per root."""
     files: list[Path] = []
     for root in roots:
-        found = [p for p in discover([root]) if p.suffix.lower() in HTML_SUFFIXES | PDF_SUFFIXES
+        # System documentation is trusted: follow its symlinks (Debian links shared files between packages).
+        found = [p for p in discover([root], follow_symlinks=True) if p.suffix.lower() in HTML_SUFFIXES | PDF_SUFFIXES
                  and p.name not in SKIP_NAMES]
         if max_files is not None and len(found) > max_files:
             # An even spread over the sorted list keeps every part of a manual represented.
@@ -122,7 +123,8 @@ def build(roots: Sequence[str | Path], out: str | Path, *, max_chars: int = 480,
     sinks = {split: open(out / f"{split}.jsonl", "w", encoding="utf-8") for split in ("train", "heldout")}
     try:
         for root in roots:
-            options = IngestOptions(max_chars=max_chars, image_root=Path(root), max_pages=max_pages)
+            options = IngestOptions(max_chars=max_chars, image_root=Path(root), max_pages=max_pages,
+                                    follow_symlinks=True)
             for path in iter_files([root], max_files_per_root):
                 stats.files += 1
                 try:

@@ -94,7 +94,14 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
     with _open_store(args, create=True) as store, _deferred_sigint() as stop:
-        report = store.index(args.paths, prune=args.prune, stop=stop)
+        options = None  # the model's defaults
+        if args.follow_symlinks:
+            from dataclasses import replace
+
+            from vc2l_retriever.index import default_ingest_options
+
+            options = replace(default_ingest_options(store.model), follow_symlinks=True)
+        report = store.index(args.paths, prune=args.prune, stop=stop, options=options)
         points = store.count()
     sys.stdout.write(f"{report.summary()}\n{points} points in collection {args.collection!r}\n")
     if report.interrupted:
@@ -143,25 +150,60 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import os
 
     try:
-        from vc2l_retriever.index import VC2LIndexError, collection_info, open_client
+        from vc2l_retriever.index import VC2LIndexError, collection_info, open_index
+        from vc2l_retriever.store import list_collections
     except ImportError as e:
         raise CLIError(str(e)) from e
     if args.url is None and not Path(args.index).is_dir():
         raise CLIError(f"no index at {args.index}")
+    where = {"path": None if args.url else args.index, "url": args.url,
+             "api_key": args.api_key or os.environ.get("QDRANT_API_KEY")}
     try:
-        client = open_client(None if args.url else args.index, url=args.url,
-                             api_key=args.api_key or os.environ.get("QDRANT_API_KEY"))
+        names = [args.collection] if args.collection else list_collections(**where)
+        collections = []
+        for name in names:
+            with open_index(where["path"], url=args.url, api_key=where["api_key"], collection=name) as store:
+                collections.append(collection_info(store))
     except VC2LIndexError as e:
         raise CLIError(str(e)) from e
+    shown = args.url or str(Path(args.index).resolve())
+    sys.stdout.write(json.dumps({"index": shown, "collections": collections}, indent=2) + "\n")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from vc2l_retriever.store import VC2LIndexError, is_legacy_index, migrate_legacy
+
+    if not is_legacy_index(args.index):
+        raise CLIError(f"{args.index} is not an index written by qdrant-client's local mode; nothing to migrate")
     try:
-        names = [args.collection] if args.collection else sorted(c.name for c in client.get_collections().collections)
-        collections = [collection_info(client, name) for name in names]
+        counts = migrate_legacy(args.index)
     except VC2LIndexError as e:
         raise CLIError(str(e)) from e
-    finally:
-        client.close()
-    where = args.url or str(Path(args.index).resolve())
-    sys.stdout.write(json.dumps({"index": where, "collections": collections}, indent=2) + "\n")
+    for name, n in counts.items():
+        sys.stdout.write(f"migrated collection {name!r}: {n} points\n")
+    backup = Path(args.index).absolute().with_name(Path(args.index).absolute().name + ".local-mode-backup")
+    sys.stdout.write(f"the old folder is kept at {backup}; delete it once you are satisfied\n")
+    return 0
+
+
+def _cmd_export_index(args: argparse.Namespace) -> int:
+    import os
+
+    from vc2l_retriever.store import VC2LIndexError, copy_collection, open_store
+
+    if not Path(args.index).is_dir():
+        raise CLIError(f"no index at {args.index}")
+    try:
+        with open_store(args.index, name=args.collection) as source, \
+                open_store(name=args.to_collection or args.collection, url=args.url,
+                           api_key=args.api_key or os.environ.get("QDRANT_API_KEY")) as target:
+            if not source.exists():
+                raise CLIError(f"no collection {args.collection!r} in {args.index}")
+            n = copy_collection(source, target)
+    except VC2LIndexError as e:
+        raise CLIError(str(e)) from e
+    sys.stdout.write(f"copied {n} points to {args.url} collection {args.to_collection or args.collection!r}\n")
     return 0
 
 
@@ -302,6 +344,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p.add_argument("--batch-size", type=int, default=32, help="snippets encoded and written at a time")
     p.add_argument("--prune", action="store_true",
                    help="delete points of files that no longer exist in the given folders")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="also read files, folders and images that symlinks inside the given folders point to "
+                        "outside them (refused by default)")
     handlers["index"] = _cmd_index
 
     p = sub.add_parser("search", help="search an index by text, image or both")
@@ -316,6 +361,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p = sub.add_parser("info", help="collections in an index: points, vector size, model")
     _add_store_args(p, collection=None, model=False)
     handlers["info"] = _cmd_info
+
+    p = sub.add_parser("migrate-index", help="convert an index written before Qdrant Edge (qdrant-client local mode)")
+    p.add_argument("index", nargs="?", default="./vc2l_index", help="the index folder (default ./vc2l_index)")
+    handlers["migrate-index"] = _cmd_migrate
+
+    p = sub.add_parser("export-index", help="copy an embedded index's collection to a Qdrant server or cluster")
+    p.add_argument("--index", default="./vc2l_index", help="embedded index folder (default ./vc2l_index)")
+    p.add_argument("--collection", default="vc2l", help="collection to copy (default vc2l)")
+    p.add_argument("--url", required=True, help="the Qdrant server, e.g. http://127.0.0.1:6333")
+    p.add_argument("--api-key", help="server API key (default: $QDRANT_API_KEY)")
+    p.add_argument("--to-collection", help="name on the server (default: the same)")
+    handlers["export-index"] = _cmd_export_index
 
     p = sub.add_parser("eval", help="retrieval quality on an interleaved JSONL (AnyCIR, SeqCIR, CSR, text)")
     p.add_argument("data", metavar="DATA.jsonl", help="documents in the training format, one a line")

@@ -7,11 +7,12 @@ paper's ``.pt`` is read with ``torch.load(weights_only=True)``, which refuses ar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -60,8 +61,10 @@ class VC2LSentenceTransformer(SentenceTransformer):
         """
         if isinstance(inputs, (list, tuple)):
             to_snippets(inputs)  # TypeError naming the original index, before any work is done
+        items = len(inputs) if isinstance(inputs, (list, tuple)) else 1
         try:
-            return super().encode(inputs, *args, **kwargs)
+            with small_work_threads(items if self.device.type == "cpu" else SMALL_ENCODE + 1):
+                return super().encode(inputs, *args, **kwargs)
         except InputError as e:
             if not isinstance(inputs, (list, tuple)) or e.item is None:
                 raise
@@ -73,6 +76,36 @@ class VC2LSentenceTransformer(SentenceTransformer):
     def vc2l(self) -> VC2LModule:
         """The VC2L input module (renderer, config and ViT)."""
         return self[0]
+
+
+SMALL_ENCODE = 8  # inputs; at most this many are encoded on one CPU thread (benchmarks/bench_store.py: latency)
+_THREADS_LOCK = threading.Lock()
+_in_flight = 0
+
+
+@contextlib.contextmanager
+def small_work_threads(items: int) -> Iterator[None]:
+    """Run a small encode (a query: up to :data:`SMALL_ENCODE` inputs) on one intra-op thread.
+
+    Splitting a one-query forward pass over torch's thread pool saves little when the cores are idle and costs a
+    lot when another process keeps them busy: every op waits for the slowest pool thread to be scheduled (measured
+    here: one short query p50 490 ms on two threads against 10 ms on one, beside a training job). torch's thread
+    count is process-wide, so it is only lowered when no other encode is running, and restored afterwards.
+    """
+    global _in_flight
+    with _THREADS_LOCK:
+        _in_flight += 1
+        previous = torch.get_num_threads()
+        lower = items <= SMALL_ENCODE and _in_flight == 1 and previous > 1
+        if lower:
+            torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _in_flight -= 1
+            if lower:
+                torch.set_num_threads(previous)
 
 
 def _shipped_dir() -> Path:

@@ -14,18 +14,19 @@ leaves a file with fewer points than before. A file whose bytes and ingest optio
 run (and whose points are all present) is skipped without being parsed.
 
 The collection records the model that made it (embedding size, a hash of its config, a fingerprint of its
-weights) in Qdrant's collection metadata (Qdrant >= 1.16). Opening it with another model or size raises
-:class:`IndexMismatchError`: vectors of different models are never mixed.
+weights): in the collection metadata on a server (Qdrant >= 1.16), in ``vc2l.json`` beside an embedded shard.
+Opening it with another model or size raises :class:`IndexMismatchError`: vectors of different models are never
+mixed.
 
-Embedded mode (``path=``, the default ``./vc2l_index``, or ``":memory:"``) runs Qdrant inside this process:
+Points live in a :class:`~vc2l_retriever.store.Store`: Qdrant Edge in this process (``path=``, the default
+``./vc2l_index``, or ``":memory:"``) or a Qdrant server (``url=``); this module does not know which. Embedded:
 
-- search is exact brute force over all points: fine up to about 10^5 points (a warning is logged past
-  20,000); use a Qdrant server (``url=``) beyond that;
-- payload indexes are ignored (filters scan every point), so they are only created on a server;
-- ``path=`` locks the folder to one client: a second process (or a second client in the same process) gets
-  :class:`IndexInUseError`. Use a server when several processes must read or write at once;
-- writes go to SQLite, switched to WAL mode (:func:`tune_embedded_storage`): qdrant-client's default fsyncs
-  every point.
+- search is exact until the collection holds :data:`OPTIMIZE_POINTS` points, then an indexing run ends by
+  building HNSW (``Store.optimize``); ``source``/``kind`` filters use keyword payload indexes;
+- ``path=`` locks the folder to one store: a second process (or a second store in the same process) gets
+  :class:`IndexInUseError`. One store is safe to share between threads; use a server when several processes
+  must read or write at once;
+- every write goes through Edge's write-ahead log, so a killed process keeps each point it was told was written.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ import io
 import json
 import logging
 import os
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -50,13 +49,22 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from vc2l_retriever.ingest import IngestError, IngestOptions, canvas_budget, discover, ingest_file
+from vc2l_retriever.ingest import IngestError, IngestOptions, canvas_budget, discover, ingest_file, refusal
 from vc2l_retriever.inputs import InputError, Snippet, open_image
 
 try:
     from qdrant_client import QdrantClient, models
 except ImportError as e:  # the core package works without Qdrant; only indexing needs it
     raise ImportError("vc2l_retriever.index needs qdrant-client: pip install 'vc2l-retriever[qdrant]'") from e
+
+from vc2l_retriever.store import (  # noqa: E402 (after the import check above)
+    IndexInUseError,  # noqa: F401 (re-exported: the index's errors)
+    LegacyIndexError,  # noqa: F401
+    Record,
+    Store,
+    VC2LIndexError,
+    open_store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +73,7 @@ DEFAULT_COLLECTION = "vc2l"
 SOURCE_KEY = "metadata.source"
 KIND_KEY = "metadata.kind"
 METADATA_KEY = "vc2l"  # key of our record in the collection metadata
-EMBEDDED_WARN_POINTS = 20_000
+OPTIMIZE_POINTS = 20_000  # embedded: build HNSW after a run once the collection holds this many points
 THUMBNAIL_PX = 128
 # Fixed namespace: the same snippet gets the same ID in every index, on every machine.
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://arxiv.org/abs/2510.18703#vc2l-retriever")
@@ -76,16 +84,8 @@ Thumbnails = Literal["none", "path", "bytes"]
 Query = str | Image.Image | Path | Snippet | dict | np.ndarray | Sequence[float]
 
 
-class VC2LIndexError(Exception):
-    """Base class of the errors raised by the index."""
-
-
 class IndexMismatchError(VC2LIndexError):
     """The collection was made by another model, or holds vectors of another size."""
-
-
-class IndexInUseError(VC2LIndexError):
-    """An embedded index folder is already open in another process or client."""
 
 
 class CollectionNotFoundError(VC2LIndexError):
@@ -200,7 +200,31 @@ def make_payload(snippet: Snippet, *, content: str, file_hash: str | None = None
     }
     if thumbnails == "bytes" and snippet.images:
         payload["thumbnail"] = thumbnail_b64(snippet.images[0])
-    return payload
+    return json_safe(payload)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every string valid UTF-8, as JSON and Qdrant require.
+
+    A file name that is not valid UTF-8 reaches Python as lone surrogates (``surrogateescape``); its bytes are
+    written as ``\\xNN`` escapes instead, the same way on every run, so the stored ``source`` still identifies
+    the file (change detection, deletes, pruning) and differs from every other file's.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            try:
+                raw = value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:  # a surrogate that no file name produced
+                raw = value.encode("utf-8", "surrogatepass")
+            return raw.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def snippet_from_payload(payload: dict[str, Any]) -> Snippet:
@@ -226,10 +250,9 @@ class Hit:
     snippet: Snippet
 
     @classmethod
-    def from_point(cls, point: Any) -> Hit:
-        """From a Qdrant ``ScoredPoint``."""
-        payload = point.payload or {}
-        return cls(float(point.score), str(point.id), payload, snippet_from_payload(payload))
+    def from_record(cls, record: Record) -> Hit:
+        """From a store's search result."""
+        return cls(record.score, record.id, record.payload, snippet_from_payload(record.payload))
 
     @property
     def source(self) -> str | None:
@@ -297,135 +320,51 @@ class IndexReport:
         return "\n".join(lines)
 
 
-# --- Client and collection --------------------------------------------------------------------------------------
+# --- Opening and checking a collection ---------------------------------------------------------------------------
 
 
-def open_client(path: str | os.PathLike[str] | None = None, *, url: str | None = None, api_key: str | None = None,
-                **kwargs: Any) -> QdrantClient:
-    """A ``QdrantClient``: a server at ``url``, or embedded at ``path`` (default ``./vc2l_index``, or ``":memory:"``).
+def open_index(path: str | os.PathLike[str] | None = None, *, url: str | None = None, api_key: str | None = None,
+               collection: str = DEFAULT_COLLECTION, client: QdrantClient | None = None, **kwargs: Any) -> Store:
+    """The collection's :class:`~vc2l_retriever.store.Store`: embedded in ``path`` (default ``./vc2l_index``,
+    or ``":memory:"``), on the server at ``url``, or through an existing ``client`` (not closed by the store).
 
     Raises:
-        IndexInUseError: ``path`` is already open in another process or client.
+        IndexInUseError: ``path`` is open in another process or store.
+        LegacyIndexError: ``path`` was written by qdrant-client's local mode; ``vc2l migrate-index`` converts it.
     """
-    if url is not None:
-        if path is not None:
-            raise ValueError("give either path= (embedded) or url= (server), not both")
-        return QdrantClient(url=url, api_key=api_key, **kwargs)
-    if api_key is not None:
-        raise ValueError("api_key= needs url=")
-    location = os.fspath(path if path is not None else DEFAULT_PATH)
-    if location == ":memory:":
-        return _serialized(QdrantClient(location=":memory:", **kwargs))
-    try:
-        return _serialized(QdrantClient(path=location, **kwargs))
-    except RuntimeError as e:
-        # qdrant-client's message: "Storage folder ... is already accessed by another instance of Qdrant client".
-        if "already accessed" not in str(e):
-            raise
-        raise IndexInUseError(
-            f"index {location} is in use by another process (an embedded index can be opened by one client at a "
-            "time); close the other one, or run a Qdrant server and pass its url"
-        ) from e
+    return open_store(path, name=collection, url=url, api_key=api_key, client=client, **kwargs)
 
 
-class _Serialized:
-    """Forwards to qdrant-client's embedded backend one call at a time.
+def ensure_collection(store: Store, identity: ModelIdentity, *, create: bool = True, **options: Any) -> None:
+    """Create the collection for ``identity``'s vectors, or check that the existing one was made by the same model.
 
-    The embedded backend is not thread-safe: a search racing an upsert fails on arrays of different lengths. A store
-    is often shared by threads (a web server, LangChain's async wrappers), so clients from :func:`open_client`
-    serialise their calls; bring a server for parallel queries.
-    """
-
-    def __init__(self, backend: Any) -> None:
-        self._backend, self._lock = backend, threading.RLock()
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._backend, name)
-        if not callable(value):
-            return value
-
-        def locked(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                return value(*args, **kwargs)
-
-        return locked
-
-
-def _serialized(client: QdrantClient) -> QdrantClient:
-    client._client = _Serialized(client._client)  # type: ignore[attr-defined]
-    return client
-
-
-def is_embedded(client: QdrantClient) -> bool:
-    """True for embedded (local) mode: ``path=`` or ``":memory:"``."""
-    options = client.init_options
-    return options.get("path") is not None or options.get("location") == ":memory:"
-
-
-def ensure_collection(client: QdrantClient, name: str, identity: ModelIdentity, *, create: bool = True,
-                      shard_number: int | None = None, replication_factor: int | None = None,
-                      on_disk: bool = False, quantization: bool = False) -> None:
-    """Create ``name`` for ``identity``'s vectors, or check that an existing one was made by the same model.
-
-    ``shard_number``, ``replication_factor``, ``on_disk`` (vectors on disk) and ``quantization`` (int8 scalar
-    quantization, kept in RAM) apply at creation only; embedded mode ignores them.
+    ``options`` (``shard_number``, ``replication_factor``, ``on_disk``, ``quantization``) apply on a server, at
+    creation only.
 
     Raises:
         IndexMismatchError: The collection exists with another model or vector size.
         CollectionNotFoundError: It does not exist and ``create`` is False.
     """
-    if client.collection_exists(name):
-        check_collection(client, name, identity)
-        tune_embedded_storage(client, name)
+    if store.exists():
+        check_collection(store, identity)
         return
     if not create:
-        raise CollectionNotFoundError(f"no collection {name!r} in this index (index some documents first)")
-    quant = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8,
-                                                                              always_ram=True))
-    client.create_collection(
-        name, vectors_config=models.VectorParams(size=identity.dim, distance=models.Distance.COSINE,
-                                                 on_disk=on_disk or None),
-        shard_number=shard_number, replication_factor=replication_factor,
-        quantization_config=quant if quantization else None, metadata={METADATA_KEY: identity.to_dict()},
-    )
-    if not is_embedded(client):  # embedded Qdrant ignores payload indexes (and warns about them)
-        for key in (SOURCE_KEY, KIND_KEY):
-            client.create_payload_index(name, key, models.PayloadSchemaType.KEYWORD)
-    tune_embedded_storage(client, name)
-    logger.info("created collection %r for %s", name, identity.describe())
+        raise CollectionNotFoundError(f"no collection {store.name!r} in this index (index some documents first)")
+    store.create(identity.dim, {METADATA_KEY: identity.to_dict()}, **options)
+    logger.info("created collection %r for %s", store.name, identity.describe())
 
 
-def tune_embedded_storage(client: QdrantClient, name: str) -> None:
-    """Make embedded writes fast: SQLite WAL journal with ``synchronous=NORMAL`` for the collection's file.
-
-    qdrant-client's embedded storage commits each point with a full fsync: about 15 ms per point on a network
-    disk, so 100,000 points would take 25 minutes. In WAL mode with ``synchronous=NORMAL`` a commit costs
-    microseconds and the file cannot be corrupted; a power cut (not a crash) may drop the last writes, which the
-    next ``index`` run redoes (a file with missing points fails the unchanged check). This reaches into
-    qdrant-client internals, so it does nothing if they change.
-    """
-    try:
-        connection = client._client.collections[name].storage.storage  # type: ignore[union-attr]
-    except (AttributeError, KeyError, TypeError):
-        return
-    if isinstance(connection, sqlite3.Connection):
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-
-
-def stored_identity(client: QdrantClient, name: str) -> tuple[int | None, ModelIdentity | None]:
-    """The vector size and model recorded in collection ``name`` (``None`` where absent)."""
-    config = client.get_collection(name).config
-    vectors = config.params.vectors
-    size = vectors.size if isinstance(vectors, models.VectorParams) else None
-    record = (config.metadata or {}).get(METADATA_KEY)
+def stored_identity(store: Store) -> tuple[int | None, ModelIdentity | None]:
+    """The vector size and model recorded in the collection (``None`` where absent)."""
+    size, metadata = store.describe()
+    record = metadata.get(METADATA_KEY)
     return size, ModelIdentity.from_dict(record) if isinstance(record, dict) else None
 
 
-def check_collection(client: QdrantClient, name: str, identity: ModelIdentity) -> None:
-    """Raise :class:`IndexMismatchError` unless ``name`` was made for ``identity``'s vectors."""
-    size, stored = stored_identity(client, name)
-    advice = "use another collection name, or delete this one and index again"
+def check_collection(store: Store, identity: ModelIdentity) -> None:
+    """Raise :class:`IndexMismatchError` unless the collection was made for ``identity``'s vectors."""
+    size, stored = stored_identity(store)
+    name, advice = store.name, "use another collection name, or delete this one and index again"
     if size != identity.dim:
         got = f"{size}-d vectors" if size else "named vectors"
         raise IndexMismatchError(
@@ -440,22 +379,13 @@ def check_collection(client: QdrantClient, name: str, identity: ModelIdentity) -
             f"vectors of different models cannot be mixed: {advice}")
 
 
-def collection_info(client: QdrantClient, name: str) -> dict[str, Any]:
-    """Points, vector size and recorded model of collection ``name`` (no model needed)."""
-    if not client.collection_exists(name):
-        raise CollectionNotFoundError(f"no collection {name!r} in this index")
-    size, stored = stored_identity(client, name)
-    return {"collection": name, "points": client.count(name, exact=True).count, "dim": size,
-            "model": stored.to_dict() if stored else None, "embedded": is_embedded(client)}
-
-
-def warn_if_large(client: QdrantClient, name: str) -> None:
-    """Log a warning when an embedded collection has outgrown brute-force search."""
-    if is_embedded(client):
-        n = client.count(name, exact=True).count
-        if n > EMBEDDED_WARN_POINTS:
-            logger.warning("embedded index %r holds %d points; search is brute force in embedded mode, so use a "
-                           "Qdrant server (url=) for collections this large", name, n)
+def collection_info(store: Store) -> dict[str, Any]:
+    """Points, vector size and recorded model of the collection (no model needed)."""
+    if not store.exists():
+        raise CollectionNotFoundError(f"no collection {store.name!r} in this index")
+    size, stored = stored_identity(store)
+    return {"collection": store.name, "points": store.count(), "dim": size,
+            "model": stored.to_dict() if stored else None, "embedded": store.embedded}
 
 
 # --- Filters -----------------------------------------------------------------------------------------------------
@@ -465,14 +395,12 @@ def _source_is(source: str) -> models.FieldCondition:
     return models.FieldCondition(key=SOURCE_KEY, match=models.MatchValue(value=source))
 
 
-def list_sources(client: QdrantClient, name: str) -> list[str]:
+def list_sources(store: Store) -> list[str]:
     """Distinct ``metadata.source`` values in the collection."""
-    n = client.count(name, exact=True).count
-    hits = client.facet(name, key=SOURCE_KEY, limit=max(n, 1), exact=True).hits
-    return sorted(str(h.value) for h in hits)
+    return sorted(str(v) for v in store.facet(SOURCE_KEY))
 
 
-def source_condition(client: QdrantClient, name: str, pattern: str) -> models.FieldCondition:
+def source_condition(store: Store, pattern: str) -> models.FieldCondition:
     """Match sources equal to ``pattern`` or, if it holds ``*?[``, matching it as a glob (``*`` spans ``/``).
 
     A relative pattern also matches as an absolute path from the working directory, since sources are stored as
@@ -482,18 +410,18 @@ def source_condition(client: QdrantClient, name: str, pattern: str) -> models.Fi
     if not os.path.isabs(pattern) and not pattern.startswith("*"):
         candidates.add(os.path.join(os.path.abspath("."), pattern))
     if any(c in pattern for c in _GLOB_CHARS):
-        values = [s for s in list_sources(client, name) if any(fnmatch.fnmatchcase(s, c) for c in candidates)]
+        values = [s for s in list_sources(store) if any(fnmatch.fnmatchcase(s, c) for c in candidates)]
     else:
         values = sorted(candidates)
     return models.FieldCondition(key=SOURCE_KEY, match=models.MatchAny(any=values))
 
 
-def build_filter(client: QdrantClient, name: str, source: str | None = None,
+def build_filter(store: Store, source: str | None = None,
                  extra: models.Filter | None = None) -> models.Filter | None:
     """Combine a ``source`` pattern and a caller's Qdrant filter (both must hold)."""
     if source is None:
         return extra
-    condition = source_condition(client, name, source)
+    condition = source_condition(store, source)
     return models.Filter(must=[condition, extra]) if extra is not None else models.Filter(must=[condition])
 
 
@@ -531,11 +459,11 @@ def _label(snippet: Snippet) -> str:
 class Writer:
     """Buffers snippets, encodes new ones in batches, upserts them and retires stale points of changed files."""
 
-    def __init__(self, client: QdrantClient, collection: str, model: Any, report: IndexReport, *,
+    def __init__(self, store: Store, model: Any, report: IndexReport, *,
                  batch_size: int = 32, thumbnails: Thumbnails = "bytes", progress: bool | None = None) -> None:
         if thumbnails not in ("none", "path", "bytes"):
             raise ValueError(f"thumbnails must be 'none', 'path' or 'bytes', got {thumbnails!r}")
-        self.client, self.collection, self.model, self.report = client, collection, model, report
+        self.store, self.model, self.report = store, model, report
         self.batch_size, self.thumbnails = max(1, batch_size), thumbnails
         self.buffer: list[_Item] = []
         self.jobs: list[_FileJob] = []
@@ -571,7 +499,8 @@ class Writer:
             fresh = self._encode([item for item in ready if item.id not in existing])
             points = [p for p in (self._point(item, existing, fresh) for item in ready) if p is not None]
             if points:
-                self.client.upsert(self.collection, points=points, wait=True)
+                self.store.upsert(points)
+                logger.debug("wrote %d points", len(points))  # acknowledged: durable from here (crash tests)
         for item in items:
             if item.job is not None:
                 item.job.done += 1
@@ -594,8 +523,8 @@ class Writer:
         return True
 
     def _stored_vectors(self, ids: list[str]) -> dict[str, list[float]]:
-        records = self.client.retrieve(self.collection, ids=sorted(set(ids)), with_vectors=True, with_payload=False)
-        return {str(r.id): r.vector for r in records if isinstance(r.vector, list)}
+        records = self.store.retrieve(sorted(set(ids)), with_vectors=True, with_payload=False)
+        return {r.id: r.vector for r in records if r.vector is not None}
 
     def _encode(self, items: list[_Item]) -> dict[str, np.ndarray]:
         if not items:
@@ -616,7 +545,7 @@ class Writer:
         return {item.id: vector for item, vector in zip(items, vectors, strict=True)}
 
     def _point(self, item: _Item, existing: dict[str, list[float]],
-               fresh: dict[str, np.ndarray]) -> models.PointStruct | None:
+               fresh: dict[str, np.ndarray]) -> Record | None:
         vector = existing.get(item.id)
         if vector is None:
             if item.id not in fresh:
@@ -634,7 +563,7 @@ class Writer:
             job.ids.add(item.id)
         self.report.snippets += 1
         self.report.reused += item.id in existing
-        return models.PointStruct(id=item.id, vector=vector, payload=payload)
+        return Record(item.id, payload, vector)
 
     def _retire_finished(self) -> None:
         pending = []
@@ -652,11 +581,11 @@ class Writer:
         file is processed again on the next run (its point count no longer matches).
         """
         stale = models.Filter(must=[_source_is(job.source)], must_not=[models.HasIdCondition(has_id=sorted(job.ids))])
-        n = self.client.count(self.collection, count_filter=stale, exact=True).count
+        n = self.store.count(stale)
         if n and job.failed:
             logger.warning("%s: kept %d older points because %d new snippets failed", job.source, n, job.failed)
         elif n:
-            self.client.delete(self.collection, points_selector=models.FilterSelector(filter=stale), wait=True)
+            self.store.delete(stale)
             self.report.replaced += n
         self.report.files += 1
         self.bar.set_postfix(files=self.report.files, refresh=False)
@@ -665,30 +594,24 @@ class Writer:
 class Manifest:
     """What the index already holds per source file, to skip unchanged files without parsing them.
 
-    Embedded mode reads the whole collection's bookkeeping once (filters scan every point there, so one pass beats
-    a scan per file); on a server each file's points are read through the ``metadata.source`` payload index. Only
-    that indexed field is filtered on, so servers in strict mode (no filtering on unindexed fields) accept it.
+    Embedded mode reads the whole collection's bookkeeping once (one local pass beats a query per file); on a
+    server each file's points are read through the ``metadata.source`` payload index. Only that indexed field is
+    filtered on, so servers in strict mode (no filtering on unindexed fields) accept it.
     """
 
-    def __init__(self, client: QdrantClient, collection: str) -> None:
-        self.client, self.collection = client, collection
-        self._all = self._scan(None) if is_embedded(client) else None
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._all = self._scan(None) if store.embedded else None
 
     def _scan(self, scroll_filter: models.Filter | None) -> dict[str, tuple[set[tuple[Any, ...]], int]]:
         """``source -> ({(file_hash, ingest_key, file_snippets), ...}, number of points)``."""
         states: dict[str, tuple[set[tuple[Any, ...]], int]] = {}
-        offset = None
-        while True:
-            records, offset = self.client.scroll(self.collection, scroll_filter=scroll_filter, limit=1024,
-                                                 offset=offset, with_vectors=False,
-                                                 with_payload=[SOURCE_KEY, "metadata.file_hash", "vc2l"])
-            for r in records:
-                md, book = (r.payload or {}).get("metadata", {}), (r.payload or {}).get("vc2l", {})
-                versions, n = states.get(md.get("source"), (set(), 0))
-                versions.add((md.get("file_hash"), book.get("ingest_key"), book.get("file_snippets")))
-                states[md.get("source")] = (versions, n + 1)
-            if offset is None:
-                return states
+        for r in self.store.scroll(scroll_filter, keys=[SOURCE_KEY, "metadata.file_hash", "vc2l"]):
+            md, book = r.payload.get("metadata", {}), r.payload.get("vc2l", {})
+            versions, n = states.get(md.get("source"), (set(), 0))
+            versions.add((md.get("file_hash"), book.get("ingest_key"), book.get("file_snippets")))
+            states[md.get("source")] = (versions, n + 1)
+        return states
 
     def unchanged(self, source: str, file_hash: str, ingest_key: str) -> bool:
         """True if every point of ``source`` was made from these bytes and options, and none is missing."""
@@ -709,16 +632,23 @@ def default_ingest_options(model: Any) -> IngestOptions:
 
 
 def _files(paths: Iterable[str | os.PathLike[str]], options: IngestOptions) -> Iterator[tuple[Path, IngestOptions]]:
-    """Files to index with their options: as ``ingest.ingest`` does, images referenced by a document found in a
-    folder argument may come from anywhere inside that folder."""
+    """Files to index with their options, under ``ingest.ingest``'s containment rule: a file found in a folder
+    argument must resolve inside it (``IngestOptions.root``) and its images may come from anywhere inside it.
+    Entries the rule refuses (symlinks out of the folder, symlink loops) are yielded too, so that ``ingest_file``
+    refuses them with their reason and ``IndexReport.skipped`` names them."""
     seen: set[str] = set()
     for given in paths:
-        root = Path(given)
-        file_options = (replace(options, image_root=Path(os.path.abspath(root)))
-                        if root.is_dir() and options.image_root is None else options)
-        for path in discover([root]):
-            if os.path.realpath(path) not in seen:
-                seen.add(os.path.realpath(path))
+        root, file_options, inside = Path(given), options, ""
+        if root.is_dir():
+            folder = Path(os.path.abspath(root))
+            file_options = replace(options, root=options.root or folder, image_root=options.image_root or folder)
+            inside = os.path.join(os.path.realpath(root), "")
+        for path in discover([root], follow_symlinks=options.follow_symlinks, include_refused=True):
+            real = os.path.realpath(path)
+            # A file reached twice is indexed once; links out of the folder are each named, even to one target.
+            key = real if real.startswith(inside) else os.path.abspath(path)
+            if key not in seen:
+                seen.add(key)
                 yield path, file_options
 
 
@@ -735,7 +665,7 @@ def _ingest(path: Path, source: str, options: IngestOptions, report: IndexReport
     return None
 
 
-def index_paths(client: QdrantClient, collection: str, model: Any, paths: Iterable[str | os.PathLike[str]], *,
+def index_paths(store: Store, model: Any, paths: Iterable[str | os.PathLike[str]], *,
                 options: IngestOptions | None = None, batch_size: int = 32, thumbnails: Thumbnails = "bytes",
                 progress: bool | None = None, prune: bool = False,
                 stop: Callable[[], bool] | None = None) -> IndexReport:
@@ -750,39 +680,62 @@ def index_paths(client: QdrantClient, collection: str, model: Any, paths: Iterab
     seen_sources: set[str] = set()
     start, report = time.perf_counter(), IndexReport()
     options = default_ingest_options(model) if options is None else options
-    manifest = Manifest(client, collection)
-    writer = Writer(client, collection, model, report, batch_size=batch_size, thumbnails=thumbnails,
-                    progress=progress)
+    manifest = Manifest(store)
+    writer = Writer(store, model, report, batch_size=batch_size, thumbnails=thumbnails, progress=progress)
     try:
         for path, file_options in _files(paths, options):
             if stop is not None and stop():
                 report.interrupted = True
                 break
-            source, key = os.path.abspath(path), options_key(file_options)  # ingest's source: the absolute path
-            seen_sources.add(source)
-            try:
-                digest = hash_file(path)
-            except OSError as e:
-                report.skipped.append((source, f"cannot read file ({e.strerror or e})"))
-                continue
-            if manifest.unchanged(source, digest, key):
-                report.unchanged.append(source)
-                continue
-            snippets = _ingest(path, source, file_options, report)
-            if snippets is None:
-                continue
-            job = _FileJob(source, digest, key, total=len(snippets))
-            report.interrupted = not _queue_file(writer, job, snippets, stop)
-            del snippets  # the writer's buffer holds what is still needed
+            report.interrupted = not _index_file(writer, manifest, path, file_options, seen_sources, stop)
             if report.interrupted:
                 break
     finally:
         writer.close()
     if prune:
-        _prune(client, collection, paths, seen_sources, report)
-    warn_if_large(client, collection)
+        _prune(store, paths, seen_sources, report)
+    optimize_if_worth_it(store, report)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _index_file(writer: Writer, manifest: Manifest, path: Path, options: IngestOptions, seen: set[str],
+                stop: Callable[[], bool] | None) -> bool:
+    """Index one file unless it is refused, unreadable or unchanged; False if ``stop`` fired part-way."""
+    report = writer.report
+    source, key = os.path.abspath(path), options_key(options)  # ingest's source: the absolute path
+    stored = json_safe(source)  # as the payload holds it
+    seen.add(stored)
+    refused = refusal(path, options)  # asked before hashing: a link out of the folder is never opened
+    if refused:
+        _refuse(writer.store, stored, source, refused, report)
+        return True
+    try:
+        digest = hash_file(path)
+    except OSError as e:
+        report.skipped.append((source, f"cannot read file ({e.strerror or e})"))
+        return True
+    if manifest.unchanged(stored, digest, key):
+        report.unchanged.append(source)
+        return True
+    snippets = _ingest(path, source, options, report)
+    if snippets is None:
+        return True
+    job = _FileJob(stored, digest, key, total=len(snippets))
+    return _queue_file(writer, job, snippets, stop)
+
+
+def _refuse(store: Store, stored: str, source: str, reason: str, report: IndexReport) -> None:
+    """Skip a file the containment rule refuses, and remove points an earlier run made from it (before the rule
+    existed, or with ``follow_symlinks``): what lies outside the folder must not stay searchable."""
+    earlier = models.Filter(must=[_source_is(stored)])
+    n = store.count(earlier)
+    if n:
+        store.delete(earlier)
+        report.replaced += n
+        reason += f"; its {n} earlier points were removed"
+    logger.warning("skipped %s: %s", source, reason)
+    report.skipped.append((source, reason))
 
 
 def _queue_file(writer: Writer, job: _FileJob, snippets: list[Snippet], stop: Callable[[], bool] | None) -> bool:
@@ -796,23 +749,34 @@ def _queue_file(writer: Writer, job: _FileJob, snippets: list[Snippet], stop: Ca
     return True
 
 
-def _prune(client: QdrantClient, collection: str, paths: list[str], seen: set[str], report: IndexReport) -> None:
+def _prune(store: Store, paths: list[str], seen: set[str], report: IndexReport) -> None:
     """Delete sources under the given folders that this run did not find on disk."""
     roots = [os.path.join(os.path.abspath(p), "") for p in paths if os.path.isdir(p)]
-    for source in list_sources(client, collection):
+    for source in list_sources(store):
         if source not in seen and any(source.startswith(r) for r in roots) and not os.path.exists(source):
-            client.delete(collection, points_selector=models.FilterSelector(
-                filter=models.Filter(must=[_source_is(source)])), wait=True)
+            store.delete(models.Filter(must=[_source_is(source)]))
             report.pruned.append(source)
 
 
-def index_snippets(client: QdrantClient, collection: str, model: Any, snippets: Iterable[Snippet], *,
+def optimize_if_worth_it(store: Store, report: IndexReport) -> None:
+    """Build the embedded index's HNSW graph after a run that changed it, once it holds enough points to pay.
+
+    Below :data:`OPTIMIZE_POINTS` exact search is already fast (see ``benchmarks/bench_store.py``) and building
+    the graph costs more than it saves; a server optimizes on its own.
+    """
+    if store.embedded and (report.snippets or report.replaced or report.pruned):
+        if store.count() >= OPTIMIZE_POINTS:
+            start = time.perf_counter()
+            store.optimize()
+            logger.info("optimized %r (HNSW) in %.1f s", store.name, time.perf_counter() - start)
+
+
+def index_snippets(store: Store, model: Any, snippets: Iterable[Snippet], *,
                    batch_size: int = 32, thumbnails: Thumbnails = "bytes", progress: bool | None = None
                    ) -> IndexReport:
     """Index snippets you made yourself. Same content, same IDs; nothing is deleted (no file to compare)."""
     start, report = time.perf_counter(), IndexReport()
-    writer = Writer(client, collection, model, report, batch_size=batch_size, thumbnails=thumbnails,
-                    progress=progress)
+    writer = Writer(store, model, report, batch_size=batch_size, thumbnails=thumbnails, progress=progress)
     try:
         for i, snippet in enumerate(snippets):
             if not isinstance(snippet, Snippet):
@@ -820,19 +784,19 @@ def index_snippets(client: QdrantClient, collection: str, model: Any, snippets: 
             writer.add(snippet)
     finally:
         writer.close()
-    warn_if_large(client, collection)
+    optimize_if_worth_it(store, report)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def index(client: QdrantClient, collection: str, model: Any,
+def index(store: Store, model: Any,
           items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | Iterable[Snippet], **kwargs: Any
           ) -> IndexReport:
     """Index paths (files or folders) or :class:`Snippet` objects, told apart by the first item."""
     if isinstance(items, Snippet):
         items = [items]
     if isinstance(items, (str, os.PathLike)):
-        return index_paths(client, collection, model, [items], **kwargs)
+        return index_paths(store, model, [items], **kwargs)
     iterator = iter(items)
     first = next(iterator, None)
     if first is None:
@@ -841,8 +805,8 @@ def index(client: QdrantClient, collection: str, model: Any,
     if isinstance(first, Snippet):
         kwargs.pop("options", None)
         kwargs.pop("stop", None)  # only file runs can stop part-way (and be finished by the next run)
-        return index_snippets(client, collection, model, rest, **kwargs)
-    return index_paths(client, collection, model, rest, **kwargs)  # type: ignore[arg-type]
+        return index_snippets(store, model, rest, **kwargs)
+    return index_paths(store, model, rest, **kwargs)  # type: ignore[arg-type]
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
@@ -868,35 +832,32 @@ def encode_query(model: Any, query: Query) -> list[float]:
     return model.encode([query], convert_to_numpy=True, show_progress_bar=False)[0].tolist()
 
 
-def search(client: QdrantClient, collection: str, model: Any, query: Query, *, limit: int = 10,
-           source: str | None = None, filter: models.Filter | None = None,
-           score_threshold: float | None = None) -> list[Hit]:
+def search(store: Store, model: Any, query: Query, *, limit: int = 10, source: str | None = None,
+           filter: models.Filter | None = None, score_threshold: float | None = None, offset: int = 0) -> list[Hit]:
     """Nearest snippets to ``query`` (cosine), best first, optionally restricted to ``source`` (exact or glob)."""
-    response = client.query_points(collection, query=encode_query(model, query), limit=limit, with_payload=True,
-                                   query_filter=build_filter(client, collection, source, filter),
-                                   score_threshold=score_threshold)
-    return [Hit.from_point(p) for p in response.points]
+    records = store.query(encode_query(model, query), limit, filter=build_filter(store, source, filter),
+                          score_threshold=score_threshold, offset=offset)
+    return [Hit.from_record(r) for r in records]
 
 
-def search_groups(client: QdrantClient, collection: str, model: Any, query: Query, *, group_by: str = SOURCE_KEY,
-                  limit: int = 5, group_size: int = 3, source: str | None = None,
+def search_groups(store: Store, model: Any, query: Query, *, group_by: str = SOURCE_KEY, limit: int = 5,
+                  group_size: int = 3, source: str | None = None,
                   filter: models.Filter | None = None) -> list[HitGroup]:
     """Best ``limit`` groups (by default: documents), each with up to ``group_size`` hits."""
-    response = client.query_points_groups(collection, group_by=group_by, query=encode_query(model, query),
-                                          limit=limit, group_size=group_size, with_payload=True,
-                                          query_filter=build_filter(client, collection, source, filter))
-    return [HitGroup(g.id, [Hit.from_point(p) for p in g.hits]) for g in response.groups]
+    groups = store.query_groups(encode_query(model, query), group_by, limit, group_size,
+                                filter=build_filter(store, source, filter))
+    return [HitGroup(g.key, [Hit.from_record(r) for r in g.hits]) for g in groups]
 
 
-def count(client: QdrantClient, collection: str, source: str | None = None) -> int:
+def count(store: Store, source: str | None = None) -> int:
     """Exact number of points, optionally of one ``source`` (exact or glob)."""
-    return client.count(collection, count_filter=build_filter(client, collection, source), exact=True).count
+    return store.count(build_filter(store, source))
 
 
-def delete(client: QdrantClient, collection: str, source: str) -> int:
+def delete(store: Store, source: str) -> int:
     """Delete the points of ``source`` (exact or glob); returns how many were deleted."""
-    selector = build_filter(client, collection, source)
-    n = client.count(collection, count_filter=selector, exact=True).count
+    selector = build_filter(store, source)
+    n = store.count(selector)
     if n:
-        client.delete(collection, points_selector=models.FilterSelector(filter=selector), wait=True)
+        store.delete(selector)
     return n

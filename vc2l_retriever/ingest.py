@@ -11,20 +11,28 @@
 Snippets are filled up to ``IngestOptions.max_chars`` characters, splitting at paragraph, then sentence, then
 word boundaries. With the budget from :func:`canvas_budget` (derived from a model's :class:`RenderConfig`),
 the renderer draws every snippet's text whole instead of cutting it off.
+
+Containment: a path given by the caller is read as given; what is found inside a folder (files, folders, images
+referenced by HTML/Markdown) is read only if its real path stays inside that folder, unless
+``IngestOptions.follow_symlinks`` (:func:`refusal`, :func:`walk_paths`). Work per file is bounded by
+``max_pages``, ``max_failed_pages`` and ``max_file_seconds``; repeated warnings are logged once per file.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import functools
 import io
 import logging
 import os
 import re
+import time
 import urllib.parse
 import urllib.request
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,7 +73,12 @@ class IngestOptions:
         max_chars: Text budget per snippet; :func:`canvas_budget` derives it from a model's render config.
         fetch_remote: Download ``http(s)`` images referenced by HTML/Markdown (never done unless True).
         password: Password for encrypted PDFs.
-        max_pages: Read at most this many pages of each PDF (``None``: all).
+        max_pages: Read at most this many pages of each PDF (``None``: all); a page tree can claim millions.
+        max_failed_pages: Stop reading a PDF after this many consecutive pages fail to load (a lying page
+            count, or a run of broken pages); the file is reported with how many pages were read.
+        max_file_seconds: Stop working on one file after this many seconds of work, checked between pages and
+            images (``None``: no limit); the file is reported. Time a caller spends between snippets of a
+            streamed file does not count.
         page_width_px: Pages without a text layer are rendered so that their width is about this many pixels
             (rounded to whole tiles), which keeps 10-12 pt text legible on a 224-px tile.
         page_tile_px: Side of the square tiles a rendered page is cut into; one tile is one snippet.
@@ -81,13 +94,19 @@ class IngestOptions:
         remote_timeout: Seconds per download (``fetch_remote`` only).
         image_root: Local images referenced by HTML/Markdown must lie inside this folder (default: the
             document's own folder); :func:`ingest` uses the folder it was given.
+        root: The folder argument a file was found in (:func:`ingest` and the index set it): the file must
+            resolve inside it. ``None`` (a file named directly): read as given.
+        follow_symlinks: Also read files, folders and images whose symlinks resolve outside ``root`` (or
+            ``image_root``). Off by default: a link such as ``passwd.txt -> /etc/passwd`` is refused.
         paragraph_separator: Joins paragraphs inside one snippet.
     """
 
     max_chars: int = 700
     fetch_remote: bool = False
     password: str | None = None
-    max_pages: int | None = None
+    max_pages: int | None = 2000
+    max_failed_pages: int = 20
+    max_file_seconds: float | None = 120.0
     page_width_px: int = 672
     page_tile_px: int = 224
     min_page_text_chars: int = 16
@@ -100,6 +119,8 @@ class IngestOptions:
     max_remote_bytes: int = 8 * 1024 * 1024
     remote_timeout: float = 10.0
     image_root: str | Path | None = None
+    root: str | Path | None = None
+    follow_symlinks: bool = False
     paragraph_separator: str = "\n"
 
     def __post_init__(self) -> None:
@@ -111,6 +132,10 @@ class IngestOptions:
             raise ValueError("page_tile_px must be at least 16 and at most page_width_px")
         if self.max_images_per_snippet < 1:
             raise ValueError("max_images_per_snippet must be >= 1")
+        if self.max_failed_pages < 1:
+            raise ValueError(f"max_failed_pages must be >= 1, got {self.max_failed_pages}")
+        if self.max_file_seconds is not None and not self.max_file_seconds > 0:
+            raise ValueError(f"max_file_seconds must be > 0 or None, got {self.max_file_seconds}")
 
 
 # --------------------------------------------------------------------------------------------------- budget
@@ -356,16 +381,98 @@ def shrink(image: Image.Image, side: int) -> Image.Image:
     return image
 
 
+# --------------------------------------------------------------------------------------------------- bounds
+
+FOLLOW_HINT = "follow_symlinks=True or --follow-symlinks allows it"
+LOOP_REASON = "symlink loop (too many levels of symbolic links)"
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (plain path comparison: resolve both first)."""
+    path, folder = os.fspath(path), os.fspath(folder)
+    return path == folder or path.startswith(os.path.join(folder, ""))
+
+
+def _outside(real: str, folder: str) -> str:
+    return f"symlink resolves outside the folder being indexed ({real} is not in {folder}; {FOLLOW_HINT})"
+
+
+def symlink_loop(path: str | Path) -> bool:
+    """Whether resolving ``path`` fails because its symlinks form a loop (``a -> b -> a``)."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
+
+
+def refusal(path: str | Path, options: IngestOptions) -> str | None:
+    """Why :func:`iter_file` will not read ``path`` under the containment rule, or ``None``.
+
+    A file found inside a folder argument (``options.root``) must resolve inside that folder, unless
+    ``options.follow_symlinks``; a symlink loop is refused everywhere. A caller that opens a file before
+    ingesting it (to hash it) should ask this first, so that nothing outside the folder is opened at all.
+    """
+    if symlink_loop(path):
+        return LOOP_REASON
+    if options.root is None or options.follow_symlinks:
+        return None
+    real, folder = os.path.realpath(path), os.path.realpath(options.root)
+    return None if is_inside(real, folder) else _outside(real, folder)
+
+
+class TimeBudget:
+    """Seconds of work spent on one file, against ``IngestOptions.max_file_seconds``.
+
+    Streaming handlers :meth:`pause` while a snippet is out with the caller: a slow consumer (one that embeds
+    each snippet) must not make a file look slow.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.spent = 0.0
+        self._since: float | None = time.monotonic()
+
+    def pause(self) -> None:
+        if self._since is not None:
+            self.spent += time.monotonic() - self._since
+            self._since = None
+
+    def resume(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.spent + (time.monotonic() - self._since if self._since is not None else 0.0)
+
+    def exceeded(self) -> bool:
+        return self.seconds is not None and self.elapsed() > self.seconds
+
+    def reason(self) -> str:
+        return f"stopped after the time budget of {self.seconds:g} s per file (max_file_seconds)"
+
+
 # --------------------------------------------------------------------------------------------------- images
+
+
+_DROPPED = {  # metadata key -> how a dropped image is described in the per-document log line
+    "refused_images": "refused",
+    "missing_images": "not found",
+    "invalid_images": "not usable",
+    "remote_images_skipped": "not fetched",
+}
 
 
 class ImageResolver:
     """Turns ``src`` references of a document into images, safely, counting what it drops.
 
-    Local paths resolve against the document's folder and must stay inside ``root`` (symlinks included);
-    ``data:`` URIs are decoded within a size bound; remote URLs are fetched only with ``fetch_remote``. Every
-    dropped image is logged and counted under a metadata key (``remote_images_skipped``, ``missing_images``,
-    ``refused_images``, ``invalid_images``) of the block it belonged to.
+    Local paths resolve against the document's folder and must stay inside ``root`` (symlinks included;
+    ``follow_symlinks`` lets a link inside the folder point elsewhere, never a ``../`` path); ``data:`` URIs are
+    decoded within a size bound; remote URLs are fetched only with ``fetch_remote``. Every dropped image is
+    counted under a metadata key (``remote_images_skipped``, ``missing_images``, ``refused_images``,
+    ``invalid_images``) of the block it belonged to, and :meth:`log_dropped` logs one line per key, so a page
+    with 10,000 bad images cannot flood the log. Past ``max_file_seconds`` of work, :meth:`resolve` raises
+    :class:`IngestError`.
     """
 
     def __init__(self, document: Path, options: IngestOptions, fetch: Callable[[str], bytes] | None = None) -> None:
@@ -373,38 +480,68 @@ class ImageResolver:
         self.base = document.parent
         root = Path(options.image_root) if options.image_root is not None else self.base
         self.root = Path(os.path.realpath(root))
+        self.lexical_root = Path(os.path.abspath(root))
         self.options = options
         self._fetch = fetch or self._download
+        self.budget = TimeBudget(options.max_file_seconds)
+        self.resolved = 0
+        self.dropped: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
 
     def resolve(self, src: str) -> tuple[ImageLike | None, str | None]:
         """Return ``(image, None)`` or ``(None, metadata key counting why it was dropped)``."""
+        if self.budget.exceeded():
+            raise IngestError(os.path.abspath(self.document),
+                              f"{self.budget.reason()}; {self.resolved:,} images resolved")
+        self.resolved += 1
         src = src.strip()
         if not src:
-            return None, "invalid_images"
+            return self._drop("invalid_images", "(empty src)", "no source")
         lowered = src.lower()
         if lowered.startswith("data:"):
             return self._data_uri(src)
         if lowered.startswith(("http://", "https://", "//")):
             if not self.options.fetch_remote:
-                logger.info("%s: remote image %s not fetched (fetch_remote=False)", self.document, src[:200])
-                return None, "remote_images_skipped"
+                return self._drop("remote_images_skipped", src, "fetch_remote=False")
             return self._remote("https:" + src if src.startswith("//") else src)
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", src) and not re.match(r"^[a-zA-Z]:[\\/]", src):
-            logger.warning("%s: image %s refused (unsupported URL scheme)", self.document, src[:200])
-            return None, "refused_images"
+            return self._drop("refused_images", src, "unsupported URL scheme")
         return self._local(src)
+
+    def log_dropped(self) -> None:
+        """Log the dropped images once per kind (a few examples each), then start counting afresh."""
+        for key, n in self.dropped.items():
+            examples = self.examples[key]
+            more = f"; and {n - len(examples):,} more" if n > len(examples) else ""
+            level = logging.INFO if key == "remote_images_skipped" else logging.WARNING
+            logger.log(level, "%s: %s image%s %s: %s%s", self.document, f"{n:,}", "" if n == 1 else "s",
+                       _DROPPED[key], "; ".join(examples), more)
+        self.dropped.clear()
+        self.examples.clear()
+
+    def _drop(self, key: str, src: str, why: str) -> tuple[None, str]:
+        logger.debug("%s: image %s dropped (%s)", self.document, src[:200], why)
+        self.dropped[key] += 1
+        examples = self.examples.setdefault(key, [])
+        if len(examples) < 3:
+            examples.append(f"{src[:120]} ({why})")
+        return None, key
+
+    def _allowed(self, target: Path, real: Path) -> bool:
+        if is_inside(real, self.root):
+            return True
+        # follow_symlinks trusts links found in the folder, not paths: "../../etc/passwd" still leaves it.
+        return self.options.follow_symlinks and is_inside(os.path.abspath(target), self.lexical_root)
 
     def _local(self, src: str) -> tuple[ImageLike | None, str | None]:
         rel = urllib.parse.unquote(src.split("#", 1)[0].split("?", 1)[0])
         # A site-absolute "/img/x.png" means the site root, which for saved pages is the image root.
         target = self.root / rel.lstrip("/\\") if rel.startswith(("/", "\\")) else self.base / rel
         real = Path(os.path.realpath(target))
-        if real != self.root and self.root not in real.parents:
-            logger.warning("%s: image %s refused: it resolves outside %s", self.document, src[:200], self.root)
-            return None, "refused_images"
+        if not self._allowed(target, real):
+            return self._drop("refused_images", src, f"it resolves outside {self.root}")
         if not real.is_file():
-            logger.warning("%s: image %s not found (%s); keeping the text without it", self.document, src, real)
-            return None, "missing_images"
+            return self._drop("missing_images", src, f"{real} not found; the text is kept")
         try:  # checks the header and the file's structure (truncation) without decoding pixels
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
@@ -414,29 +551,25 @@ class ImageResolver:
                         raise OSError(f"{w}x{h} pixels")
                     im.verify()
         except Exception as e:  # Pillow's verify() raises many exception types for bad files
-            logger.warning("%s: image %s is not a usable image (%s)", self.document, src, e)
-            return None, "invalid_images"
+            return self._drop("invalid_images", src, f"not a usable image: {e}")
         return real, None
 
     def _data_uri(self, src: str) -> tuple[ImageLike | None, str | None]:
         header, _, payload = src.partition(",")
         if len(payload) > self.options.max_data_uri_bytes * 4 // 3 + 4:
-            logger.warning("%s: data: image over %d bytes dropped", self.document, self.options.max_data_uri_bytes)
-            return None, "invalid_images"
+            return self._drop("invalid_images", "data: URI", f"over {self.options.max_data_uri_bytes} bytes")
         try:
             data = (base64.b64decode(payload, validate=False) if header.lower().endswith(";base64")
                     else urllib.parse.unquote_to_bytes(payload))
         except (binascii.Error, ValueError) as e:
-            logger.warning("%s: undecodable data: image (%s)", self.document, e)
-            return None, "invalid_images"
+            return self._drop("invalid_images", "data: URI", f"undecodable: {e}")
         return self._decode(data, "data: URI")
 
     def _remote(self, url: str) -> tuple[ImageLike | None, str | None]:
         try:
             data = self._fetch(url)
         except (OSError, ValueError) as e:
-            logger.warning("%s: remote image %s not fetched (%s)", self.document, url[:200], e)
-            return None, "remote_images_skipped"
+            return self._drop("remote_images_skipped", url, f"not fetched: {e}")
         return self._decode(data, url[:200])
 
     def _download(self, url: str) -> bytes:
@@ -453,8 +586,7 @@ class ImageResolver:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = open_image(Image.open(io.BytesIO(data)))
         except (OSError, InputError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            logger.warning("%s: %s is not a usable image (%s)", self.document, name, e)
-            return None, "invalid_images"
+            return self._drop("invalid_images", name, f"not a usable image: {e}")
         return shrink(image, self.options.max_image_side), None
 
 
@@ -610,7 +742,11 @@ def _ingest_text(path: Path, source: str, options: IngestOptions) -> list[Snippe
     text, had_errors = read_text(path, source, options)
     suffix = path.suffix.lower()
     fmt = "md" if suffix in (".md", ".markdown") else "rst" if suffix == ".rst" else "txt"
-    blocks = _MarkupReader(fmt, ImageResolver(path, options)).read(text)
+    resolver = ImageResolver(path, options)
+    try:
+        blocks = _MarkupReader(fmt, resolver).read(text)
+    finally:
+        resolver.log_dropped()
     chunks = pack(blocks, options)
     if had_errors:
         for chunk in chunks:
@@ -650,11 +786,15 @@ def iter_file(path: str | Path, options: IngestOptions | None = None) -> Iterato
     """Stream one file's snippets in reading order; a PDF is read one page at a time.
 
     Like :func:`ingest_file`, but memory stays bounded by one page's snippets. An :class:`IngestError` is
-    raised before the first snippet for files that cannot be opened.
+    raised before the first snippet for files that cannot be opened or are refused (:func:`refusal`), and after
+    the snippets read so far for a PDF stopped part-way (``max_failed_pages``, ``max_file_seconds``).
     """
     options = options or IngestOptions()
     path = Path(path)
     source = os.path.abspath(path)
+    refused = refusal(path, options)
+    if refused:
+        raise IngestError(source, refused)
     if not path.exists():
         raise IngestError(source, "file not found")
     if not path.is_file():
@@ -676,8 +816,9 @@ def ingest_file(path: str | Path, options: IngestOptions | None = None) -> list[
     PDF only), ``kind`` and provenance ``metadata``. An empty document gives an empty list.
 
     Raises:
-        IngestError: The file is missing, unsupported, encrypted, empty, truncated or otherwise unreadable, or
-            the optional dependency for its format (``pypdfium2``, ``selectolax``) is not installed; the
+        IngestError: The file is missing, unsupported, encrypted, empty, truncated or otherwise unreadable,
+            refused by the containment rule, stopped by a bound (``max_failed_pages``, ``max_file_seconds``),
+            or the optional dependency for its format (``pypdfium2``, ``selectolax``) is not installed; the
             message names the file.
     """
     snippets = list(iter_file(path, options))
@@ -685,21 +826,45 @@ def ingest_file(path: str | Path, options: IngestOptions | None = None) -> list[
     return snippets
 
 
-def discover(paths: Iterable[str | Path] | str | Path, *, include_hidden: bool = False) -> Iterator[Path]:
+@dataclass(frozen=True)
+class Found:
+    """One thing met by :func:`walk_paths`.
+
+    Attributes:
+        given: The argument it came from.
+        path: The file to read (as found, under ``given``), or the entry that is refused.
+        refused: Why it is not read (a symlink leaving ``given``, a symlink loop), or ``None``.
+    """
+
+    given: Path
+    path: Path
+    refused: str | None = None
+
+
+def discover(paths: Iterable[str | Path] | str | Path, *, include_hidden: bool = False,
+             follow_symlinks: bool = False, include_refused: bool = False) -> Iterator[Path]:
     """Yield the files to ingest, deterministically.
 
     Folders are walked depth-first in name order (a folder's files before its subfolders), yielding files with
     a supported suffix; hidden entries (names starting with ``.``) are skipped unless ``include_hidden``.
-    Folder symlinks are followed once per real folder, so loops end. Paths named explicitly are yielded as
-    given, whatever their suffix or existence, so that :func:`ingest` reports them instead of skipping them
-    silently. A file reached twice is yielded once.
+    Containment: inside a folder argument, a file or folder whose real path leaves that folder (a symlink out
+    of it) is refused unless ``follow_symlinks``, and symlink loops are refused. Refused entries are logged and
+    left out, or, with ``include_refused``, yielded for a caller whose :func:`iter_file` (given
+    ``IngestOptions.root``) reports them; :func:`walk_paths` yields them with their reasons. Folder symlinks
+    are followed once per real folder, so loops end. Paths named explicitly are yielded as given, whatever
+    their suffix or existence, so that :func:`ingest` reports them instead of skipping them silently. A file
+    reached twice is yielded once.
     """
-    for _, path in _discover(paths, include_hidden):
-        yield path
+    for found in walk_paths(paths, include_hidden=include_hidden, follow_symlinks=follow_symlinks):
+        if found.refused and not include_refused:
+            logger.warning("%s: %s", os.path.abspath(found.path), found.refused)
+        else:
+            yield found.path
 
 
-def _discover(paths: Iterable[str | Path] | str | Path, include_hidden: bool) -> Iterator[tuple[Path, Path]]:
-    """Like :func:`discover`, yielding ``(argument it came from, file)``."""
+def walk_paths(paths: Iterable[str | Path] | str | Path, *, include_hidden: bool = False,
+               follow_symlinks: bool = False) -> Iterator[Found]:
+    """Like :func:`discover`, but yields a :class:`Found` for every file and every refused entry, in walk order."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     seen_files: set[str] = set()
@@ -707,14 +872,17 @@ def _discover(paths: Iterable[str | Path] | str | Path, include_hidden: bool) ->
     for item in paths:
         given = Path(item)
         if given.is_dir():
-            for path in _walk(given, seen_dirs, seen_files, include_hidden):
-                yield given, path
+            for path, refused in _walk(given, seen_dirs, seen_files, include_hidden, follow_symlinks):
+                yield Found(given, path, refused)
         elif (real := os.path.realpath(given)) not in seen_files:
             seen_files.add(real)
-            yield given, given
+            yield Found(given, given)
 
 
-def _walk(root: Path, seen_dirs: set[str], seen_files: set[str], include_hidden: bool) -> Iterator[Path]:
+def _walk(root: Path, seen_dirs: set[str], seen_files: set[str], include_hidden: bool,
+          follow: bool) -> Iterator[tuple[Path, str | None]]:
+    """``(path, None)`` for each file to read under ``root``, ``(path, reason)`` for each refused entry."""
+    real_root = os.path.realpath(root)
     stack = [root]  # explicit stack: deep trees do not hit the recursion limit
     while stack:
         folder = stack.pop()
@@ -733,19 +901,44 @@ def _walk(root: Path, seen_dirs: set[str], seen_files: set[str], include_hidden:
         for entry in entries:
             if entry.name.startswith(".") and not include_hidden:
                 continue
-            try:
-                is_dir = entry.is_dir()
-                is_file = not is_dir and entry.is_file()
-            except OSError:
-                continue
-            if is_dir:
+            kind, refused = _entry_kind(entry, real_root, follow)
+            if refused:
+                yield Path(entry.path), refused
+            elif kind == "dir":
                 subfolders.append(Path(entry.path))
-            elif is_file and Path(entry.name).suffix.lower() in SUPPORTED_SUFFIXES:
-                real_file = os.path.realpath(entry.path)
-                if real_file not in seen_files:
-                    seen_files.add(real_file)
-                    yield Path(entry.path)
+            elif kind == "file" and (real_file := os.path.realpath(entry.path)) not in seen_files:
+                seen_files.add(real_file)
+                yield Path(entry.path), None
         stack.extend(reversed(subfolders))
+
+
+def _entry_kind(entry: os.DirEntry[str], real_root: str, follow: bool) -> tuple[str, str | None]:
+    """``(kind, refusal)`` of one folder entry: kind ``dir``, ``file`` or ``""`` (nothing to read)."""
+    try:
+        is_dir = entry.is_dir()
+        is_file = not is_dir and entry.is_file()
+    except OSError as e:  # a link that cannot be resolved
+        return "", LOOP_REASON if e.errno == errno.ELOOP else None
+    if not (is_dir or (is_file and Path(entry.name).suffix.lower() in SUPPORTED_SUFFIXES)):
+        return "", None  # dangling links, FIFOs, devices and unsupported types are never opened
+    if not entry.is_symlink():
+        return ("dir" if is_dir else "file"), None  # a plain entry of a folder inside the root stays inside
+    real = os.path.realpath(entry.path)
+    if not follow and not is_inside(real, real_root):
+        return "", _outside(real, real_root)
+    if follow and is_dir and real != real_root and is_inside(real_root, real):
+        # A link to a folder holding the root (``up -> ../..``, ``all -> /``) would walk everything around it.
+        return "", f"symlink loop ({real} contains the folder being indexed)"
+    return ("dir" if is_dir else "file"), None
+
+
+def _found_options(found: Found, options: IngestOptions) -> IngestOptions:
+    """Options for a file found inside a folder argument: confined to it, and its images may come from it."""
+    if found.given == found.path:
+        return options  # named directly: read as given
+    given = Path(os.path.abspath(found.given))
+    return replace(options, root=options.root if options.root is not None else given,
+                   image_root=options.image_root if options.image_root is not None else given)
 
 
 def ingest(paths: Iterable[str | Path] | str | Path,
@@ -753,17 +946,18 @@ def ingest(paths: Iterable[str | Path] | str | Path,
     """Discover and ingest files one at a time, yielding each file's snippets, or an :class:`IngestError`.
 
     Errors are yielded, never raised, so one bad file does not stop a batch. A file's error normally comes
-    instead of its snippets; only an unexpected failure in the middle of a file can follow some of them.
-    Local images referenced by files found inside a folder argument may come from anywhere inside that
-    folder (unless ``options.image_root`` is set).
+    instead of its snippets; a PDF stopped part-way by a bound (``max_failed_pages``, ``max_file_seconds``)
+    yields the pages it read, then its error. Entries refused by the containment rule (:func:`discover`) are
+    yielded as errors too. Local images referenced by files found inside a folder argument may come from
+    anywhere inside that folder (unless ``options.image_root`` is set).
     """
     options = options or IngestOptions()
-    for given, path in _discover(paths, include_hidden=False):
-        file_options = options
-        if options.image_root is None and given != path:
-            file_options = replace(options, image_root=given)
+    for found in walk_paths(paths, follow_symlinks=options.follow_symlinks):
+        path = found.path
         try:
-            yield from iter_file(path, file_options)  # streams: a long PDF is never held in memory whole
+            if found.refused:
+                raise IngestError(os.path.abspath(path), found.refused)
+            yield from iter_file(path, _found_options(found, options))  # streams: a PDF is never held whole
         except IngestError as e:
             logger.warning("%s", e)
             yield e

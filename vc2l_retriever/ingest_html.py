@@ -5,8 +5,9 @@
 - The DOM is walked iteratively (explicit parent/sibling links, no recursion), so 10,000 nested tags are fine.
 - Block elements end a paragraph; headings start a new snippet; an image joins the snippet of the paragraph
   it sits in (or follows), with its ``alt`` and ``<figcaption>`` in the snippet text and metadata.
-- Images go through :class:`ingest.ImageResolver`: local files inside the image root, bounded ``data:`` URIs,
-  remote URLs only with ``fetch_remote``; every dropped image is logged and counted in metadata.
+- Images go through :class:`ingest.ImageResolver`: local files inside the image root (their real path:
+  symlinks out of it are refused unless ``follow_symlinks``), bounded ``data:`` URIs, remote URLs only with
+  ``fetch_remote``; every dropped image is counted in metadata and logged in one line per kind and page.
 - Bytes are decoded with the declared charset (BOM, then ``<meta charset>``), falling back to UTF-8 with
   replacement characters.
 """
@@ -55,8 +56,12 @@ def ingest_html(path: Path, source: str, options: IngestOptions) -> list[Snippet
     root = _content_root(tree)
     if root is None:
         return []
-    walker = _Walker(ImageResolver(path, options))
-    walker.walk(root)
+    resolver = ImageResolver(path, options)
+    walker = _Walker(resolver)
+    try:
+        walker.walk(root)
+    finally:
+        resolver.log_dropped()  # one line per kind of dropped image, however many the page has
     snippets = []
     for chunk in pack(walker.blocks, options):
         chunk.metadata["encoding"] = encoding

@@ -20,9 +20,9 @@ import math
 import re
 import statistics
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from PIL import Image
 
@@ -32,6 +32,7 @@ from vc2l_retriever.ingest import (
     IngestError,
     IngestOptions,
     Packer,
+    TimeBudget,
     shrink,
     spill_images,
 )
@@ -71,8 +72,14 @@ class _Line:
 
 
 def ingest_pdf(path: Path, source: str, options: IngestOptions) -> Iterator[Snippet]:
-    """Stream the snippets of one PDF, page by page. Raises :class:`IngestError` for unreadable files."""
+    """Stream the snippets of one PDF, page by page. Raises :class:`IngestError` for unreadable files.
+
+    Work is bounded: at most ``max_pages`` pages, a stop after ``max_failed_pages`` consecutive pages fail to
+    load (a page tree can claim a million pages that are not there), and a stop once ``max_file_seconds`` of
+    work are spent. A stopped file raises after yielding the pages it read; failed pages are logged in one line.
+    """
     doc = _open(path, source, options)
+    budget = TimeBudget(options.max_file_seconds)
     try:
         count = len(doc)
         if count == 0:
@@ -80,23 +87,84 @@ def ingest_pdf(path: Path, source: str, options: IngestOptions) -> Iterator[Snip
         limit = count if options.max_pages is None else min(count, options.max_pages)
         title = _title(doc)
         packer = Packer(options.max_chars, options.max_images_per_snippet, options.paragraph_separator)
-        failed: list[str] = []
+        pages = _PageLog(source, count)
         for index in range(limit):
+            if pages.run >= options.max_failed_pages:
+                pages.stop(index, f"stopped after {pages.run} consecutive pages failed to load (max_failed_pages)")
+            if budget.exceeded():
+                pages.stop(index, budget.reason())
             try:
                 chunks = _page_chunks(doc, index, packer, options)
             except (pdfium.PdfiumError, InputError, OSError, ValueError) as e:
-                logger.warning("%s: page %d skipped (%s)", source, index + 1, e)
-                failed.append(f"page {index + 1}: {e}")
+                pages.failed(index, e)
                 packer.take()  # drop a half-read page's text so it cannot leak into the next page
                 continue
+            pages.read += 1
+            pages.run = 0
+            budget.pause()  # the caller's time with these snippets is not this file's work
             for chunk in chunks:
                 chunk.metadata.update({"page_count": count, **({"title": title} if title else {})})
                 kind = "page" if "band" in chunk.metadata else ""
                 yield chunk.to_snippet(source, page=index + 1, kind=kind)
-        if failed and len(failed) == limit:
-            raise IngestError(source, f"no page could be read ({failed[0]})")
+            budget.resume()
+        pages.finish(limit)
     finally:
         doc.close()
+
+
+def page_ranges(pages: list[int], most: int = 4) -> str:
+    """``"pages 2–21, 40 and 3 more ranges"``: ascending 1-based page numbers as at most ``most`` ranges."""
+    spans: list[list[int]] = []
+    for page in pages:
+        if spans and page == spans[-1][1] + 1:
+            spans[-1][1] = page
+        else:
+            spans.append([page, page])
+    text = ", ".join(f"{a:,}" if a == b else f"{a:,}–{b:,}" for a, b in spans[:most])
+    more = f" and {len(spans) - most:,} more ranges" if len(spans) > most else ""
+    return f"{'page' if len(pages) == 1 else 'pages'} {text}{more}"
+
+
+@dataclass
+class _PageLog:
+    """What happened to one PDF's pages, reported once per file instead of once per page."""
+
+    source: str
+    count: int  # pages the page tree claims (it may lie)
+    read: int = 0
+    run: int = 0  # pages that failed in a row
+    failures: list[int] = field(default_factory=list)
+    first_error: str = ""
+
+    def failed(self, index: int, error: Exception) -> None:
+        logger.debug("%s: page %d failed (%s)", self.source, index + 1, error)
+        self.failures.append(index + 1)
+        self.first_error = self.first_error or str(error).rstrip(".") or type(error).__name__
+        self.run += 1
+
+    def _failed_text(self) -> str:
+        return f"{page_ranges(self.failures)} failed to load: {self.first_error}" if self.failures else ""
+
+    def stop(self, index: int, why: str) -> NoReturn:
+        """Raise for a file stopped before page ``index + 1``, saying what was read and why it stopped."""
+        first = index + 1
+        rest = f"page {first:,}" if first == self.count else f"pages {first:,}–{self.count:,}"
+        parts = [self._failed_text(), f"{rest} not read"]
+        if self.read == 0:
+            raise IngestError(self.source, f"no page could be read ({'; '.join(p for p in [why, *parts] if p)})")
+        parts.insert(0, f"read {self.read:,} of {self.count:,} pages")
+        raise IngestError(self.source, f"{why}: {'; '.join(p for p in parts if p)}")
+
+    def finish(self, limit: int) -> None:
+        """Raise if no page was read; otherwise log the failed pages and the page cap, one line each."""
+        if self.failures and self.read == 0:
+            raise IngestError(self.source, f"no page could be read ({self._failed_text()})")
+        if self.failures:
+            logger.warning("%s: %s; %s of %s pages read", self.source, self._failed_text(), f"{self.read:,}",
+                           f"{self.count:,}")
+        if limit < self.count:
+            logger.warning("%s: read the first %s of %s pages (max_pages)", self.source, f"{limit:,}",
+                           f"{self.count:,}")
 
 
 def _open(path: Path, source: str, options: IngestOptions) -> pdfium.PdfDocument:

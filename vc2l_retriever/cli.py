@@ -308,6 +308,29 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        from vc2l_retriever.serve import is_loopback, run
+    except ImportError as e:
+        raise CLIError(str(e)) from e
+    if not 0 < args.port < 65536:
+        raise CLIError(f"--port must be between 1 and 65535, got {args.port}")
+    key = args.api_key or os.environ.get("VC2L_API_KEY") or None
+    if key is None and not is_loopback(args.host):
+        sys.stderr.write(f"vc2l serve: warning: listening on {args.host} without an API key; anyone who reaches it "
+                         "can search the index and read its files (set --api-key or $VC2L_API_KEY)\n")
+    # The store options' --api-key is the Qdrant server's key; here --api-key protects this server.
+    store_args = argparse.Namespace(**{**vars(args), "api_key": args.qdrant_api_key})
+    with _open_store(store_args, create=False) as store:
+        sys.stderr.write(f"vc2l serve: {store.count()} points in collection {args.collection!r}; open "
+                         f"http://{args.host}:{args.port}/ (API key {'required' if key else 'off'})\n")
+        run(store, host=args.host, port=args.port, api_key=key, batching=not args.no_batching,
+            model_name=args.model or "vc2l-default")
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     """The argument parser and the handler of each subcommand."""
     parser = argparse.ArgumentParser(prog="vc2l", description="OCR-free multimodal retrieval with VC2L.")
@@ -388,6 +411,21 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", help="torch device (default: sentence-transformers' choice)")
     handlers["eval"] = _cmd_eval
+
+    p = sub.add_parser("serve", help="a search page and an HTTP API (embeddings, search) over an index")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--index", default="./vc2l_index", metavar="DIR",
+                       help="embedded Qdrant folder (default ./vc2l_index)")
+    where.add_argument("--url", help="Qdrant server URL, instead of --index")
+    p.add_argument("--qdrant-api-key", help="Qdrant server API key (default: $QDRANT_API_KEY)")
+    p.add_argument("--collection", default="vc2l", help="collection name (default vc2l)")
+    p.add_argument("--model", metavar="NAME_OR_PATH", help="VC2L model (default: the shipped default model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request (default: $VC2L_API_KEY)")
+    p.add_argument("--no-batching", action="store_true",
+                   help="encode each request on its own instead of sharing passes between concurrent requests")
+    handlers["serve"] = _cmd_serve
     return parser, handlers
 
 

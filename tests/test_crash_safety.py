@@ -12,9 +12,9 @@ import json
 import math
 import re
 import signal
-import threading
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path

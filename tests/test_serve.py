@@ -668,7 +668,9 @@ def test_the_search_page_finds_documents_by_text_and_by_image_and_opens_them(bro
         headings = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#results section.group h2"), "groups")
         assert headings[0].text == "robin.png" and len({h.text for h in headings}) == len(headings)
         browser.find_element(By.ID, "group").click()
-        robin = _wait(browser, lambda d: _first_card_from(d, "robin.png"), "the ungrouped list again")
+        # Cards inside groups match too: wait for the grouped view to be replaced, not just for a robin card.
+        robin = _wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, "#results section.group")
+                      and _first_card_from(d, "robin.png"), "the ungrouped list again")
 
         robin.find_element(By.CSS_SELECTOR, "a.thumb").click()  # opens the stored image at full size
         _in_new_tab(browser, page, "/image/0")

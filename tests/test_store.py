@@ -120,7 +120,7 @@ def test_searches_racing_upserts_on_one_edge_shard_see_exact_counts_and_no_error
                     n = s.count()
                     assert n % batch == 0, n  # an upsert is all-or-nothing for readers
                     seen.append(n)
-                    assert len(s.query([1.0] * 8, 10)) == min(n, 10) or n > 0
+                    assert min(n, 10) <= len(s.query([1.0] * 8, 10)) <= 10  # points are only ever added
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)
 

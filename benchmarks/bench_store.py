@@ -1,6 +1,7 @@
 """Search latency of the embedded engines, and one query's encode + search, idle and with both cores busy.
 
     .venv/bin/python benchmarks/bench_store.py [--sizes 10000 100000 1000000] [--queries 50] [--real 10000]
+    .venv/bin/python benchmarks/bench_store.py --sizes 1000000 --real 0 --engines local --local-memory
     .venv/bin/python benchmarks/bench_store.py --sizes 2000 --queries 10 --real 500     # smoke run
 
 For each size, in this one process (the machines are noisy, so only ratios within one run mean much):
@@ -99,13 +100,11 @@ def recall_at_10(store: Any, queries: np.ndarray) -> float:
     return hits / (10 * len(queries))
 
 
-def bench_size(n: int, real: np.ndarray, real_queries: np.ndarray, dim: int, n_queries: int, tmp: Path,
-               with_local: bool) -> dict:
-    vectors = np.concatenate([real[:n], unit_random(max(0, n - len(real)), dim, seed=n)])
-    queries = unit_random(n_queries, dim, seed=1)
-    row: dict[str, Any] = {"points": n, "real": min(n, len(real))}
-    edge = open_store(tmp / f"edge{n}", name="bench")
-    edge.create(dim, {})
+def bench_edge(vectors: np.ndarray, queries: np.ndarray, real_queries: np.ndarray, folder: Path) -> dict:
+    """Qdrant Edge: upsert, exact search, ``optimize()`` (HNSW), HNSW search and its recall@10."""
+    row: dict[str, Any] = {}
+    edge = open_store(folder, name="bench")
+    edge.create(vectors.shape[1], {})
     row["edge_upsert_s"] = fill(edge, vectors, 0)
     row["edge_exact"] = percentiles(timed_calls(lambda q: edge.query(q.tolist(), 10), queries))
     t = time.perf_counter()
@@ -117,12 +116,30 @@ def bench_size(n: int, real: np.ndarray, real_queries: np.ndarray, dim: int, n_q
     if len(real_queries):  # other segments' embeddings as queries: real neighbourhoods among the real points
         row["recall_real"] = recall_at_10(edge, real_queries)
     edge.close()
-    if with_local:
-        local = ServerStore(QdrantClient(path=str(tmp / f"local{n}")), "bench")
-        local.create(dim, {})
-        row["local_upsert_s"] = fill(local, vectors, 0)
-        row["local"] = percentiles(timed_calls(lambda q: local.query(q.tolist(), 10), queries))
-        local.close()
+    return row
+
+
+def bench_local(vectors: np.ndarray, queries: np.ndarray, folder: Path, in_memory: bool) -> dict:
+    """qdrant-client's local mode (on disk, or in memory: the same brute-force search, a faster upsert)."""
+    client = QdrantClient(location=":memory:") if in_memory else QdrantClient(path=str(folder))
+    local = ServerStore(client, "bench")
+    local.create(vectors.shape[1], {})
+    row = {"local_upsert_s": fill(local, vectors, 0), "local_in_memory": in_memory}
+    row["local"] = percentiles(timed_calls(lambda q: local.query(q.tolist(), 10), queries))
+    local.close()
+    return row
+
+
+def bench_size(n: int, real: np.ndarray, real_queries: np.ndarray, n_queries: int, tmp: Path,
+               engines: Sequence[str], local_memory: bool) -> dict:
+    dim = real.shape[1]
+    vectors = np.concatenate([real[:n], unit_random(max(0, n - len(real)), dim, seed=n)])
+    queries = unit_random(n_queries, dim, seed=1)
+    row: dict[str, Any] = {"points": n, "real": min(n, len(real))}
+    if "edge" in engines:
+        row.update(bench_edge(vectors, queries, real_queries, tmp / f"edge{n}"))
+    if "local" in engines:
+        row.update(bench_local(vectors, queries, tmp / f"local{n}", local_memory))
     print(json.dumps(row), flush=True)
     return row
 
@@ -154,13 +171,33 @@ def bench_query(model: Any, points: int, dim: int, tmp: Path, n: int) -> dict:
     return out
 
 
+def _ms(pair: tuple[float, float] | None) -> str:
+    return f"{pair[0]:.1f} / {pair[1]:.1f} ms" if pair else "not run"
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\n| points | Edge exact p50 / p99 | Edge HNSW p50 / p99 | local mode p50 / p99 | HNSW vs local (p50) "
+          "| recall@10 real / random | optimize (HNSW vectors) |")
+    print("|---:|---|---|---|---|---|---|")
+    for r in rows:
+        hnsw, local = r.get("edge_hnsw"), r.get("local")
+        ratio = f"{local[0] / hnsw[0]:.0f}x faster" if local and hnsw else "n/a"
+        real_recall = f"{r['recall_real']:.3f}" if "recall_real" in r else "n/a"
+        recall = f"{real_recall} / {r['recall_random']:.3f}" if "recall_random" in r else "n/a"
+        build = f"{r['optimize_s']:.1f} s ({r['hnsw_indexed']:,})" if "optimize_s" in r else "n/a"
+        print(f"| {r['points']:,} | {_ms(r.get('edge_exact'))} | {_ms(hnsw)} | {_ms(local)} | {ratio} | {recall} "
+              f"| {build} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--real", type=int, default=10_000, help="real embeddings among the points (recall)")
-    parser.add_argument("--no-local", type=int, default=None, metavar="N",
-                        help="skip qdrant-client local mode at sizes >= N (its 1M-point upsert is slow)")
+    parser.add_argument("--engines", nargs="+", choices=["edge", "local"], default=["edge", "local"])
+    parser.add_argument("--local-memory", action="store_true",
+                        help="local mode in memory (\":memory:\"; its search is the same brute force, its upsert skips "
+                             "SQLite) so that a million points load in minutes")
     parser.add_argument("--model", default=None, help="VC2L model (default: the shipped default)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
@@ -171,23 +208,14 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            rows.append(bench_size(n, real, real_queries, dim, args.queries, Path(tmp),
-                                   args.no_local is None or n < args.no_local))
-        query = bench_query(model, min(100_000, max(args.sizes)), dim, Path(tmp), max(args.queries, 40))
-    print("\n| points | Edge exact p50 / p99 | Edge HNSW p50 / p99 | local mode p50 / p99 | HNSW vs local (p50) "
-          "| recall@10 real / random | optimize (HNSW vectors) |")
-    print("|---:|---|---|---|---|---|---|")
-    for r in rows:
-        local = r.get("local")
-        ratio = f"{local[0] / r['edge_hnsw'][0]:.0f}x faster" if local else "n/a"
-        local_s = f"{local[0]:.1f} / {local[1]:.1f} ms" if local else "skipped"
-        real_recall = f"{r['recall_real']:.3f}" if "recall_real" in r else "n/a"
-        print(f"| {r['points']:,} | {r['edge_exact'][0]:.1f} / {r['edge_exact'][1]:.1f} ms "
-              f"| {r['edge_hnsw'][0]:.1f} / {r['edge_hnsw'][1]:.1f} ms | {local_s} | {ratio} "
-              f"| {real_recall} / {r['recall_random']:.3f} | {r['optimize_s']:.1f} s ({r['hnsw_indexed']:,}) |")
-    print(f"\nencode + search, one short query, {query['points']:,} points (Edge HNSW): idle p50 "
-          f"{query['idle'][0]:.1f} ms / p99 {query['idle'][1]:.1f} ms; both cores busy p50 {query['busy'][0]:.1f} ms "
-          f"/ p99 {query['busy'][1]:.1f} ms")
+            rows.append(bench_size(n, real, real_queries, args.queries, Path(tmp), args.engines, args.local_memory))
+        query = bench_query(model, min(100_000, max(args.sizes)), dim, Path(tmp), max(args.queries, 40)) \
+            if "edge" in args.engines else None
+    print_table(rows)
+    if query:
+        print(f"\nencode + search, one short query, {query['points']:,} points (Edge HNSW): idle p50 "
+              f"{query['idle'][0]:.1f} ms / p99 {query['idle'][1]:.1f} ms; both cores busy p50 "
+              f"{query['busy'][0]:.1f} ms / p99 {query['busy'][1]:.1f} ms")
     if args.json:
         args.json.write_text(json.dumps({"sizes": rows, "query": query}, indent=1) + "\n")
 

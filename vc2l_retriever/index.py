@@ -639,8 +639,8 @@ def default_ingest_options(model: Any) -> IngestOptions:
 def _files(paths: Iterable[str | os.PathLike[str]], options: IngestOptions) -> Iterator[tuple[Path, IngestOptions]]:
     """Files to index with their options, under ``ingest.ingest``'s containment rule: a file found in a folder
     argument must resolve inside it (``IngestOptions.root``) and its images may come from anywhere inside it.
-    Entries the rule refuses (symlinks out of the folder, symlink loops) are yielded too, so that ``ingest_file``
-    refuses them with their reason and ``IndexReport.skipped`` names them."""
+    Entries the rule refuses (symlinks out of the folder, symlink loops) are yielded too, so that
+    :func:`_index_file` refuses them with their reason (before opening them) and ``IndexReport.skipped`` names them."""
     seen: set[str] = set()
     for given in paths:
         root, file_options, inside = Path(given), options, ""

@@ -32,6 +32,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from qdrant_client import QdrantClient, models
 
 try:
@@ -300,11 +301,11 @@ class EdgeFolder:
         root = self.path / "collections"
         return sorted(p.name for p in root.iterdir() if (p / "vc2l.json").exists()) if root.is_dir() else []
 
-    def store(self, name: str) -> EdgeStore:
-        """The collection ``name`` (created on :meth:`Store.create`)."""
+    def store(self, name: str, *, owns_folder: bool = False) -> EdgeStore:
+        """The collection ``name`` (created on :meth:`Store.create`); ``owns_folder``: closing it closes the folder."""
         if not name or name != os.path.basename(name) or name in (".", ".."):
             raise ValueError(f"invalid collection name {name!r}")
-        return EdgeStore(self, name)
+        return EdgeStore(self, name, owns_folder=owns_folder)
 
     def close(self) -> None:
         """Unlock (and remove a ``":memory:"`` folder)."""
@@ -497,12 +498,10 @@ def open_store(path: str | os.PathLike[str] | None = None, *, name: str, url: st
         raise ValueError("api_key= needs url=")
     folder = EdgeFolder(path if path is not None else "./vc2l_index")
     try:
-        store = folder.store(name)
+        return folder.store(name, owns_folder=True)
     except BaseException:
         folder.close()
         raise
-    store._owns_folder = True
-    return store
 
 
 def copy_points(source: Store, target: Store, *, batch: int = 256) -> int:
@@ -528,8 +527,9 @@ def copy_collection(source: Store, target: Store, *, batch: int = 256) -> int:
     elif target.describe() != (dim, metadata):
         raise VC2LIndexError(f"collection {target.name!r} already exists with another model or vector size")
     n = copy_points(source, target, batch=batch)
-    if target.count() < n:
-        raise VC2LIndexError(f"copy of {source.name!r} incomplete: {target.count()} of {n} points arrived")
+    arrived = target.count()
+    if arrived < n:
+        raise VC2LIndexError(f"copy of {source.name!r} incomplete: {arrived} of {n} points arrived")
     return n
 
 
@@ -582,7 +582,7 @@ def _verify_copy(old: Store, new: Store, batch: int = 512) -> None:
 def _close(a: list[float] | None, b: list[float] | None) -> bool:
     if a is None or b is None or len(a) != len(b):
         return False
-    return all(abs(x - y) < 1e-5 for x, y in zip(a, b, strict=True))
+    return bool(np.allclose(a, b, rtol=0, atol=1e-5))  # vectorised: a migration checks every point
 
 
 def list_collections(path: str | os.PathLike[str] | None = None, *, url: str | None = None,

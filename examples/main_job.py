@@ -46,7 +46,7 @@ def main() -> None:
     model = vc2l_retriever.load(args.model)
     if args.model is None:
         print("note: vc2l-default reads pixels with a transformer body distilled from all-MiniLM-L6-v2; on text it "
-              "still ranks below MiniLM (0.84-0.88x of its Recall@1 on manuals it never trained on; see the "
+              "still ranks below MiniLM (0.89-0.95x of its Recall@1 on manuals it never trained on; see the "
               "model card).")
     with tempfile.TemporaryDirectory() as tmp, VC2LQdrant(model, path=args.index or tmp) as store:
         report = store.index([args.docs])

@@ -33,19 +33,19 @@ python -m vc2l_retriever.training.build_dataset /usr/share/doc/gnucash-docs/gnuc
     --max-pages 12
 
 # 3. Stages (each resumable: the same command continues from its last checkpoint).
-#    a: the glyph stem alone against the teacher's word table (the body is all-MiniLM-L6-v2's, copied, frozen);
-#    b: everything, dense per-character + per-layer + sentence losses;
-#    c: b plus the paper's snippet InfoNCE on pairs with images.
-python -m vc2l_retriever.training.dense_train training/recipes/reader_a.yaml 2>&1 | tee -a runs/reader-a.log
-python -m vc2l_retriever.training.dense_train training/recipes/reader_b.yaml 2>&1 | tee -a runs/reader-b.log
-python -m vc2l_retriever.training.dense_train training/recipes/reader_c.yaml 2>&1 | tee -a runs/reader-c.log
+#    a: the glyph stem (320 channels x 5 convolutions) alone against the teacher's word table, 65,536 texts; the
+#       body is all-MiniLM-L6-v2's, copied and frozen (lab notebook: probe a5);
+#    b: everything at once: dense per-character + per-layer + sentence losses and the paper's snippet InfoNCE on
+#       pairs with images (probe b3). The previous default's three stages are reader_{a,b,c}.yaml.
+python -m vc2l_retriever.training.dense_train training/recipes/reader_a5.yaml 2>&1 | tee -a runs/probe-a5.log
+python -m vc2l_retriever.training.dense_train training/recipes/reader_b3.yaml 2>&1 | tee -a runs/probe-b3.log
 
 # 4. Export (fp16) into the package, measure, write the card.
-python -m vc2l_retriever.training.dense_train training/recipes/reader_c.yaml --export vc2l_retriever/models/vc2l-default
+python -m vc2l_retriever.training.dense_train training/recipes/reader_b3.yaml --export vc2l_retriever/models/vc2l-default
 python -m vc2l_retriever.training.evaluate --model vc2l_retriever/models/vc2l-default \
     --heldout in-domain=data/docs/heldout.jsonl --heldout out-of-domain=data/ood/heldout.jsonl \
     --heldout ood-gnucash=data/ood_gnucash/heldout.jsonl --json runs/eval_reader.json
 python -m vc2l_retriever.training.bench_speed --model vc2l_retriever/models/vc2l-default | tee runs/speed_reader.json
-python -m vc2l_retriever.training.reader_card vc2l_retriever/models/vc2l-default --runs runs/reader-a runs/reader-b \
-    runs/reader-c --eval runs/eval_reader.json --speed runs/speed_reader.json \
+python -m vc2l_retriever.training.reader_card vc2l_retriever/models/vc2l-default --runs runs/probe-a5 runs/probe-b3 \
+    --eval runs/eval_reader.json --speed runs/speed_reader.json \
     --notes training/recipes/reader_card_notes.md

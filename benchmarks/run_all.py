@@ -85,8 +85,9 @@ def notes() -> list[str]:
             "image. `—` means the system cannot take that input (for example an image-only query).",
             "- AnyCIR/text pools are the targets of the sampled queries; SeqCIR's pool is the other snippets of "
             "the query's own document; CSR's pool is every page read from the sampled PDFs.",
-            "- CSR pages are 'scans': VC2L embeds ingestion's 224-px tiles of each page rendered 672 px wide "
-            "(about 80 dpi) and never reads the text layer; OCR gets the page rendered at the stated dpi."]
+            "- CSR pages are 'scans': VC2L gets each page as the model's ingestion renders it (the reader: the "
+            "whole page 1275 px wide, about 150 dpi, read line by line as glyph cells; a ViT model: 224-px tiles "
+            "of the page 672 px wide) and never reads the text layer; OCR gets the page rendered at the stated dpi."]
 
 
 def main() -> None:

@@ -81,3 +81,29 @@ def test_recipe_keys_are_checked(tmp_path: Path) -> None:
         assert "lr_bdy" in str(e)
     else:
         raise AssertionError("a misspelt key must be refused")
+
+
+def test_the_strip_term_teaches_real_font_strips_from_the_frozen_starting_stem(tmp_path: Path) -> None:
+    import pytest
+    from test_training import write_corpus
+
+    fonts = "/usr/share/fonts/truetype/dejavu/DejaVuSans*.ttf"
+    held_out = "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf"
+    if not Path(held_out).is_file():
+        pytest.skip("DejaVu fonts (Debian fonts-dejavu-core) are not installed")
+    corpus = write_corpus(tmp_path / "corpus", documents=6)
+    trainer = DenseTrainer(recipe(tmp_path, corpus, char_weight=0.0, strip_weight=1.0, strip_choice_weight=1.0,
+                                  strip_sentence_weight=1.0, anchor_weight=2.0, strip_fonts=[fonts],
+                                  strip_eval_fonts=[held_out]))
+    teacher = {k: v.clone() for k, v in trainer.strips.reader.state_dict().items()}
+    body_before = {k: v.clone() for k, v in trainer.model.body.state_dict().items()}
+    stem_before = {k: v.clone() for k, v in trainer.model.stem.state_dict().items()}
+    trainer.train()
+    torch.testing.assert_close(trainer.strips.reader.state_dict(), teacher)  # the teacher never moves
+    torch.testing.assert_close(trainer.model.body.state_dict(), body_before)  # the sentence term trains the stem
+    assert any(not torch.equal(v, trainer.model.stem.state_dict()[k]) for k, v in stem_before.items())
+    records = metrics(tmp_path / "a")
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert {"strip", "anchor", "strip_choice", "strip_sentence"} <= set(losses[-1]) and all(np.isfinite(list(losses[-1].values())))
+    assert losses[0]["anchor"] < 1e-6  # at the start the student's grid output is the teacher's
+    assert set(records[-1]["eval"]["held/strips"]) == {"title->section", "next-snippet"}

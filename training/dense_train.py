@@ -44,6 +44,7 @@ from vc2l_retriever.st_module import VC2LModule
 from vc2l_retriever.training.checkpoint import load_checkpoint, read_pointer, save_checkpoint, write_json
 from vc2l_retriever.training.data import Collator, InterleavedDocuments, heading_crop, sentence_crop
 from vc2l_retriever.training.dense import DenseDistillLoss, build_targets
+from vc2l_retriever.training.strip_distill import StripDistill
 from vc2l_retriever.training.teacher_body import TextTeacher, copy_teacher_body
 from vc2l_retriever.training.trainer import lr_factor as trainer_lr_factor
 
@@ -83,6 +84,15 @@ class DenseRecipe:
     pair_batch: int = 16
     pair_image_share: float = 0.5  # share of pairs built around a segment that has an image
     lengths: list[int] = field(default_factory=lambda: [48, 96, 192, 400])  # per-batch character caps
+    strip_weight: float = 0.0  # issue 17: real-font line strips taught the initial stem's grid output (0: off)
+    strip_fonts: list[str] = field(default_factory=list)  # globs of the TrueType files drawn in training
+    strip_eval_fonts: list[str] = field(default_factory=list)  # held-out fonts: evals add "<label>/strips"
+    anchor_weight: float = 1.0  # with strips: the stem's output on grid text held at the initial stem's
+    strip_choice_weight: float = 0.0  # with strips: the wordpiece under each strip cell, as a choice (stage a's)
+    strip_sentence_weight: float = 0.0  # with strips: the strip text's embedding -> the teacher's of the grid text
+    strip_pdf_share: float = 0.0  # share of strip samples that are lines of the training manuals' PDF pages
+    strip_pdfs: str | None = None  # a training JSONL: the PDFs named in its meta.source are drawn from
+    strip_teacher: str | None = None  # run or model whose stem teaches the strips (None: the starting stem)
     seed: int = 0
     threads: int = 2
 
@@ -207,6 +217,13 @@ class DenseTrainer:
         self.nce = InfoNCELoss(init_temperature=0.05, gather=False)
         self.optimizer = self._optimizer()
         self.samples = 0
+        # The strips' teacher: the reader of ``strip_teacher``, else the starting one (before any resume).
+        if recipe.strip_weight > 0:
+            reader = self.model if not recipe.strip_teacher else build_module(
+                dataclasses.replace(recipe, init_from=recipe.strip_teacher), self.teacher).model
+            self.strips: StripDistill | None = StripDistill(reader, recipe)
+        else:
+            self.strips = None
         self.tasks = self._tasks()
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -240,13 +257,21 @@ class DenseTrainer:
         r = self.recipe
         cap = random.Random(r.seed * 7919 + step).choice(r.lengths)
         start = step * r.batch_size
-        texts = [self.renderer.prepare_text(self.texts.text(start + k, cap)) for k in range(r.batch_size)]
+        raw = [self.texts.text(start + k, cap) for k in range(r.batch_size)]
+        pdf_rows: dict[int, Any] = {}
+        if self.strips is not None:
+            raw, pdf_rows = self.strips.draw_pdf_lines(raw, start, seed=r.seed * 15_485_863 + step, max_chars=cap)
+        texts = [self.renderer.prepare_text(t) for t in raw]
         pixels = self.pixels([Snippet(text=t) for t in texts])
         teacher = self.teacher.run(texts, layers=r.stage != "stem")
         cfg = self.config.render
         n_cells = (pixels.shape[2] // 16) * cfg.columns
         targets = build_targets(texts, teacher, n_cells, self.model.cells_per_token, cfg.columns, cfg.max_rows)
-        return {"texts": texts, "pixels": pixels, "teacher": teacher, "targets": targets}
+        out = {"texts": texts, "pixels": pixels, "teacher": teacher, "targets": targets}
+        if self.strips is not None:
+            out.update(self.strips.batch(raw, texts, cfg, self.collator, seed=r.seed * 104_729 + step,
+                                         pdf_rows=pdf_rows))
+        return out
 
     def step(self, batch: dict[str, Any]) -> dict[str, float]:
         self.model.train()
@@ -256,6 +281,13 @@ class DenseTrainer:
         else:
             out, extra = self.model(batch["pixels"], hidden_states=True)
         terms = self.loss(out, extra, batch["targets"], batch["teacher"], self.teacher.word_table)
+        if self.strips is not None:
+            r = self.recipe
+            weights = {"strip": r.strip_weight, "anchor": r.anchor_weight, "strip_choice": r.strip_choice_weight,
+                       "strip_sentence": r.strip_sentence_weight}
+            for name, value in self.strips.losses(self.model, batch, extra["cells"], self.teacher.word_table).items():
+                terms[name] = value
+                terms["total"] = terms["total"] + weights[name] * value
         if self.pairs is not None:
             terms["pairs"] = self.pair_loss(self.samples // self.recipe.batch_size)
             terms["total"] = terms["total"] + self.recipe.pair_weight * terms["pairs"]
@@ -279,7 +311,11 @@ class DenseTrainer:
         from vc2l_retriever.training.evaluate import evaluate, vc2l_encoder
 
         encode = vc2l_encoder(self.model, self.config)
-        return {label: evaluate(encode, tasks) for label, tasks in self.tasks.items()}
+        results = {label: evaluate(encode, tasks) for label, tasks in self.tasks.items()}
+        if self.strips is not None and self.recipe.strip_eval_fonts:
+            for label, tasks in self.tasks.items():
+                results[f"{label}/strips"] = self.strips.evaluate(self.model, self.collator, encode, tasks)
+        return results
 
     def baseline(self) -> None:
         path = self.run_dir / "baseline.json"
@@ -338,17 +374,31 @@ class DenseTrainer:
                 self.log({"samples": self.samples, "eval": self.evaluate()})
 
 
-def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], fp16: bool = True) -> VC2LModule:
-    """A run's latest checkpoint -> a model folder that ``vc2l_retriever.load`` reads (fp16 weights by default)."""
+def _run_weights(run: Path) -> tuple[VC2LConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    config = VC2LConfig.from_dict(json.loads((run / "model_config.json").read_text(encoding="utf-8")))
+    weights, state = load_checkpoint(run)
+    return config, weights, state
+
+
+def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], fp16: bool = True,
+           text_from: str | os.PathLike[str] | None = None) -> VC2LModule:
+    """A run's latest checkpoint -> a model folder that ``vc2l_retriever.load`` reads (fp16 weights by default).
+
+    ``text_from`` (another run): the model is that run's (text stem and body), and this run's stem becomes its
+    *page stem*, which reads page strips (``strips.py``; probes s3-s4 train a stem for pages alone)."""
     from safetensors.torch import load_file, save_file
 
     from vc2l_retriever.hub import VC2LSentenceTransformer
     from vc2l_retriever.st_module import WEIGHTS_NAME
 
     run = Path(run_dir)
-    config = VC2LConfig.from_dict(json.loads((run / "model_config.json").read_text(encoding="utf-8")))
+    config, weights, state = _run_weights(run)
+    if text_from is not None:
+        config, text_weights, _ = _run_weights(Path(text_from))
+        config = dataclasses.replace(config, page_stem=True)
+        pages = {"page_stem." + k[len("stem."):]: v for k, v in weights.items() if k.startswith("stem.")}
+        weights = {**{k: v for k, v in text_weights.items() if not k.startswith("page_stem.")}, **pages}
     module = VC2LModule(config)
-    weights, state = load_checkpoint(run)
     module.model.load_state_dict(weights)
     VC2LSentenceTransformer(modules=[module], device="cpu").save(os.fspath(out_dir))
     path = Path(out_dir) / WEIGHTS_NAME
@@ -356,6 +406,7 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], fp1
         save_file({k: v.half() for k, v in load_file(str(path)).items()}, str(path), metadata={"format": "pt"})
         os.chmod(path, 0o644)
     provenance = {"run_dir": str(run), "samples": int(state.get("samples", 0)), "fp16": fp16,
+                  **({"text_from": str(text_from)} if text_from is not None else {}),
                   "recipe": json.loads((run / "recipe.json").read_text(encoding="utf-8"))
                   if (run / "recipe.json").is_file() else None}
     write_json(Path(out_dir) / "training_provenance.json", provenance)
@@ -389,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe keys")
     parser.add_argument("--export", metavar="OUT", help="export the run's latest checkpoint instead of training")
     parser.add_argument("--curve", action="store_true", help="print the run's learning curve and exit")
+    parser.add_argument("--text-from", metavar="RUN",
+                        help="with --export: RUN's model, with this run's stem as its page stem")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
@@ -397,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(curve(recipe.run_dir) + "\n")
         return 0
     if args.export:
-        export(recipe.run_dir, args.export)
+        export(recipe.run_dir, args.export, text_from=args.text_from)
         return 0
     DenseTrainer(recipe).train()
     return 0

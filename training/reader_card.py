@@ -21,6 +21,11 @@ from vc2l_retriever.training.dense_train import curve
 
 SOURCES = ("python3.11-doc, python-scipy-doc, python-skimage-doc, sphinx-doc, postgresql-doc-15, kicad-doc-en, "
            "texlive-latex-extra-doc (Debian documentation packages) and WordNet 3.0 (wordnet-base)")
+PAGE_STEM = """- Page stem: a second glyph stem of the same shape for pages, scans and screenshots, which are cut into
+  their text lines as glyph cells (`vc2l_retriever/strips.py`, no OCR); typed text never passes through it. It is the
+  last run below, taught by the text stem itself (its own evals read typed documents with the stem it was
+  training, so they understate the shipped model: its page figures are under Limitations).
+"""
 OOD_SOURCES = "octave-doc, git-doc and debian-reference-en (`out-of-domain`), gnucash-docs (`ood-gnucash`)"
 
 
@@ -61,6 +66,7 @@ def write_card(model_dir: Path, runs: Sequence[Path], results: dict[str, Any], s
     params = count_parameters(build_network(c))
     stages = []
     total_hours = 0.0
+    page_stem = PAGE_STEM if c.page_stem else ""
     for run in runs:
         samples, hours, _ = run_summary(run)
         total_hours += hours
@@ -91,7 +97,7 @@ emb = model.encode(["a query", "a passage"])  # L2-normalised float32, {c.embed_
   {c.render.max_images} 224x224 image tile(s) above the text.
 - Glyph stem: a linear map of each cell's pixels to {c.stem_width} channels, {c.stem_layers} residual 1-D
   convolutions (kernel {c.stem_kernel}) along the reading order, a linear map to {c.width}.
-- Tokens: {c.patch_w // 8} cells (a {c.patch_size}x{c.patch_w} patch) averaged into one.
+{page_stem}- Tokens: {c.patch_w // 8} cells (a {c.patch_size}x{c.patch_w} patch) averaged into one.
 - Body: {c.layers} BERT layers of width {c.width} ({c.heads} heads), initialised from all-MiniLM-L6-v2, with
   its positions and its [CLS]/[SEP] vectors; mean pooling; L2 normalisation.
 

@@ -616,11 +616,12 @@ def render_page(pdf: str | Path, page: int, dpi: float = 150.0) -> Any:
 
 
 def _page_tiles(pdfs: Sequence[str], max_pages: int | None, page_width_px: int,
-                tile_dir: Path | None) -> tuple[list[Snippet], list[str]]:
-    """Every page of ``pdfs`` rendered and tiled as ingestion does for scans (the text layer is never read)."""
+                tile_dir: Path | None, page_tiles: bool = True) -> tuple[list[Snippet], list[str]]:
+    """Every page of ``pdfs`` rendered (and tiled) as ingestion does for scans (the text layer is never read)."""
     from vc2l_retriever.ingest import IngestError, IngestOptions, iter_file
 
-    options = IngestOptions(max_pages=max_pages, min_page_text_chars=sys.maxsize, page_width_px=page_width_px)
+    options = IngestOptions(max_pages=max_pages, min_page_text_chars=sys.maxsize, page_width_px=page_width_px,
+                            page_tiles=page_tiles)
     tiles: list[Snippet] = []
     labels: list[str] = []
     for n, pdf in enumerate(pdfs):
@@ -642,7 +643,7 @@ def _page_tiles(pdfs: Sequence[str], max_pages: int | None, page_width_px: int,
 
 
 def csr_set(pairs: Sequence[CSRPair], *, max_queries: int = 500, seed: int = 0, max_pages: int | None = 12,
-            page_width_px: int = 672, tile_dir: str | Path | None = None) -> RetrievalSet:
+            page_width_px: int = 672, tile_dir: str | Path | None = None, page_tiles: bool = True) -> RetrievalSet:
     """CSR: query text -> page, each page embedded as its tiles (max-pooled); the pool is every page read.
 
     Args:
@@ -652,6 +653,8 @@ def csr_set(pairs: Sequence[CSRPair], *, max_queries: int = 500, seed: int = 0, 
         seed: Sampling seed.
         max_pages: Pages read per PDF (the pool).
         page_width_px: Pages are rendered this wide before tiling (ingestion's default).
+        page_tiles: Cut pages into tiles; ``False``: each page is one snippet of the whole page, as ingestion
+            does for grid-layout models (``index.default_ingest_options``).
         tile_dir: Write tiles here as PNG instead of holding them in memory.
     """
     by_text: dict[str, list[CSRPair]] = {}
@@ -668,7 +671,8 @@ def csr_set(pairs: Sequence[CSRPair], *, max_queries: int = 500, seed: int = 0, 
         else:
             chosen.append(group)
     pdfs = sorted({p.pdf for group in chosen for p in group})
-    tiles, tile_labels = _page_tiles(pdfs, max_pages, page_width_px, Path(tile_dir) if tile_dir else None)
+    tiles, tile_labels = _page_tiles(pdfs, max_pages, page_width_px, Path(tile_dir) if tile_dir else None,
+                                     page_tiles)
     labels = list(dict.fromkeys(tile_labels))
     index = {label: i for i, label in enumerate(labels)}
     queries, relevant = [], []
@@ -741,10 +745,12 @@ def modality_gap(encode: EncodeFn, pairs: Sequence[tuple[Snippet, Snippet]], t: 
 def build_sets(documents: Any, protocols: Sequence[str] = PROTOCOLS, *, max_queries: int = 500, seed: int = 0,
                pdfs: Sequence[str | Path] | None = None, max_pages: int | None = 12,
                tile_dir: str | Path | None = None,
-               segments: Sequence[Sequence[Segment]] | None = None) -> list[RetrievalSet]:
+               segments: Sequence[Sequence[Segment]] | None = None,
+               page_options: dict[str, Any] | None = None) -> list[RetrievalSet]:
     """The retrieval sets of ``protocols`` for a JSONL (``documents`` from :func:`open_documents`).
 
-    CSR reads ``pdfs``, or when ``None`` the PDFs named in the documents' ``meta.source``.
+    CSR reads ``pdfs``, or when ``None`` the PDFs named in the documents' ``meta.source``; ``page_options``
+    (``page_width_px``, ``page_tiles``) render its pages as the model's ingestion would.
     """
     unknown = sorted(set(protocols) - set(PROTOCOLS))
     if unknown:
@@ -759,7 +765,7 @@ def build_sets(documents: Any, protocols: Sequence[str] = PROTOCOLS, *, max_quer
     if "csr" in protocols:
         sources = [str(p) for p in pdfs] if pdfs is not None else pdf_sources(documents)
         sets.append(csr_set(csr_pairs(sources, max_pages), max_queries=max_queries, seed=seed,
-                            max_pages=max_pages, tile_dir=tile_dir))
+                            max_pages=max_pages, tile_dir=tile_dir, **(page_options or {})))
     if "text" in protocols:
         sets.append(text_set(segments, max_queries=max_queries, seed=seed))
     for rset in sets:
@@ -769,7 +775,7 @@ def build_sets(documents: Any, protocols: Sequence[str] = PROTOCOLS, *, max_quer
 
 def run_eval(documents: Any, encode: EncodeFn, protocols: Sequence[str] = PROTOCOLS, *, max_queries: int = 500,
              seed: int = 0, pdfs: Sequence[str | Path] | None = None, max_pages: int | None = 12,
-             tile_dir: str | Path | None = None) -> dict[str, Any]:
+             tile_dir: str | Path | None = None, page_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the sets, score them with ``encode`` and measure the modality gap (what ``vc2l eval`` prints).
 
     Returns ``{"results": {set: metrics}, "stats": {set: build counts}, "modality_gap": {...}}``.
@@ -777,7 +783,7 @@ def run_eval(documents: Any, encode: EncodeFn, protocols: Sequence[str] = PROTOC
     cached = CachedEncoder(encode)
     segments = read_segments(documents)
     sets = build_sets(documents, protocols, max_queries=max_queries, seed=seed, pdfs=pdfs, max_pages=max_pages,
-                      tile_dir=tile_dir, segments=segments)
+                      tile_dir=tile_dir, segments=segments, page_options=page_options)
     results = evaluate(sets, dense_scorer(cached))
     gap = modality_gap(cached, gap_pairs(segments, ImageCheck(documents), max_pairs=max_queries, seed=seed))
     return {"results": results, "stats": {s.name: s.stats for s in sets}, "modality_gap": gap}
@@ -801,3 +807,11 @@ def format_gap(gap: dict[str, float]) -> str:
     return (f"modality gap over {int(gap['pairs'])} text+image snippets: centroid distance {gap['gap']:.3f}, "
             f"alignment {gap['alignment']:.3f}, uniformity {gap['uniformity']:.3f}, "
             f"paired cosine {gap['paired_cosine']:.3f}")
+
+
+def page_options(model: Any) -> dict[str, Any]:
+    """How the model's ingestion renders scanned pages (``page_width_px``, ``page_tiles``), for CSR."""
+    from vc2l_retriever.index import default_ingest_options
+
+    options = default_ingest_options(model)
+    return {"page_width_px": options.page_width_px, "page_tiles": options.page_tiles}

@@ -79,6 +79,7 @@ METADATA_KEY = "vc2l"  # key of our record in the collection metadata
 # (~10 ms), so a build is not worth its seconds; later runs that add a few points rebuild nothing (Edge keeps
 # them in a small segment searched exactly).
 OPTIMIZE_POINTS = 50_000
+GRID_PAGE_WIDTH_PX = 1275  # a scanned page read line by line: 150 dpi on US Letter, where body text is legible
 THUMBNAIL_PX = 128
 # Fixed namespace: the same snippet gets the same ID in every index, on every machine.
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://arxiv.org/abs/2510.18703#vc2l-retriever")
@@ -633,7 +634,11 @@ def options_key(options: IngestOptions) -> str:
 def default_ingest_options(model: Any) -> IngestOptions:
     """Ingest options sized to the model's canvas, so the renderer never cuts a snippet's text."""
     render = getattr(getattr(model[0], "config", None), "render", None)
-    return IngestOptions(max_chars=canvas_budget(render)) if render is not None else IngestOptions()
+    if render is None:
+        return IngestOptions()
+    if render.layout == "grid":  # scanned pages whole, read line by line (``strips.py``) at a legible resolution
+        return IngestOptions(max_chars=canvas_budget(render), page_tiles=False, page_width_px=GRID_PAGE_WIDTH_PX)
+    return IngestOptions(max_chars=canvas_budget(render))
 
 
 def _files(paths: Iterable[str | os.PathLike[str]], options: IngestOptions) -> Iterator[tuple[Path, IngestOptions]]:

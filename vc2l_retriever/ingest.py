@@ -82,6 +82,9 @@ class IngestOptions:
         page_width_px: Pages without a text layer are rendered so that their width is about this many pixels
             (rounded to whole tiles), which keeps 10-12 pt text legible on a 224-px tile.
         page_tile_px: Side of the square tiles a rendered page is cut into; one tile is one snippet.
+        page_tiles: Cut rendered pages into tiles (``False``: each page is one ``page`` snippet of the whole
+            page, which a ``grid``-layout model reads line by line, exactly as ``encode`` reads that page's image;
+            :func:`~vc2l_retriever.index.default_ingest_options` chooses this for such models).
         min_page_text_chars: A PDF page with fewer letters and digits in its text layer is treated as scanned.
         max_images_per_snippet: Images beyond this follow their snippet as separate image snippets (the
             official canvas shows 3 images next to text).
@@ -109,6 +112,7 @@ class IngestOptions:
     max_file_seconds: float | None = 120.0
     page_width_px: int = 672
     page_tile_px: int = 224
+    page_tiles: bool = True
     min_page_text_chars: int = 16
     max_images_per_snippet: int = 3
     min_image_px: int = 32

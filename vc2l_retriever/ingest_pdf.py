@@ -10,7 +10,8 @@ Per page (one at a time, every pdfium object closed before the next page):
    downscaled to ``max_image_side`` and attached to the snippet nearest to them vertically.
 3. A page whose text layer has fewer than ``min_page_text_chars`` letters or digits (a scan, or a page of
    vector drawings) is rendered ``page_width_px`` wide and cut into square ``page_tile_px`` tiles, one
-   ``page`` snippet per non-blank tile. No OCR: the model reads the pixels.
+   ``page`` snippet per non-blank tile, or kept whole as one ``page`` snippet (``page_tiles=False``, the
+   choice for grid-layout models, which read a page's text lines). No OCR: the model reads the pixels.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def ingest_pdf(path: Path, source: str, options: IngestOptions) -> Iterator[Snip
             budget.pause()  # the caller's time with these snippets is not this file's work
             for chunk in chunks:
                 chunk.metadata.update({"page_count": count, **({"title": title} if title else {})})
-                kind = "page" if "band" in chunk.metadata else ""
+                kind = "page" if chunk.metadata.get("element") in ("page_tile", "page_image") else ""
                 yield chunk.to_snippet(source, page=index + 1, kind=kind)
             budget.resume()
         pages.finish(limit)
@@ -367,20 +368,36 @@ def _attach(chunks: list[Chunk], images: list[tuple[Box, Image.Image]]) -> None:
 # --------------------------------------------------------------------------------------------------- scans
 
 
-def _page_tiles(page: pdfium.PdfPage, options: IngestOptions, short_text: str) -> list[Chunk]:
-    """Render the page and cut it into square tiles, one ``page`` snippet per non-blank tile."""
-    tile = options.page_tile_px
+def _render_page(page: pdfium.PdfPage, options: IngestOptions) -> tuple[Image.Image, float]:
+    """The page as RGB, ``page_width_px`` wide (rounded to whole tiles when tiling), and its scale."""
     width, height = page.get_size()
     if page.get_rotation() in (90, 270):
         width, height = height, width
-    scale = max(1, round(options.page_width_px / tile)) * tile / width
-    if width * height * scale**2 > MAX_IMAGE_PIXELS:  # absurdly long pages: cap the pixels, not the memory
-        scale = math.sqrt(MAX_IMAGE_PIXELS / (width * height))
+    tile = options.page_tile_px
+    wide = max(1, round(options.page_width_px / tile)) * tile if options.page_tiles else options.page_width_px
+    scale = wide / width
+    scale = min(scale, math.sqrt(MAX_IMAGE_PIXELS / (width * height)))  # absurdly long pages: cap the pixels
     bitmap = page.render(scale=scale)
     try:
-        image = bitmap.to_pil().convert("RGB")
+        return bitmap.to_pil().convert("RGB"), scale
     finally:
         bitmap.close()
+
+
+def _page_tiles(page: pdfium.PdfPage, options: IngestOptions, short_text: str) -> list[Chunk]:
+    """Render the page and cut it into square tiles, one ``page`` snippet per non-blank tile (or, without
+    ``page_tiles``, the whole page as one ``page`` snippet)."""
+    tile = options.page_tile_px
+    image, scale = _render_page(page, options)
+    if not options.page_tiles:
+        low, high = image.convert("L").getextrema()
+        if high - low < 16:
+            return []
+        meta: dict[str, Any] = {"element": "page_image", "render_scale": round(scale, 4),
+                                "reason": "no usable text layer"}
+        if short_text:
+            meta["page_text"] = short_text
+        return [Chunk(images=[image], metadata=meta)]
     chunks: list[Chunk] = []
     blank = 0
     for band in range(math.ceil(image.height / tile)):

@@ -54,6 +54,7 @@ class VC2LConfig:
     stem_kernel: int = 5  # reader: their kernel, in cells
     max_positions: int = 512  # reader: body positions ([CLS] + tokens + [SEP])
     norm_eps: float = 1e-12  # reader: LayerNorm epsilon (BERT's)
+    page_stem: bool = False  # reader: a second glyph stem for pages read as line strips (``strips.py``)
 
     def __post_init__(self) -> None:
         if isinstance(self.render, dict):
@@ -66,6 +67,8 @@ class VC2LConfig:
         if self.arch == "reader" and (self.render.layout != "grid" or self.pool != "mean"
                                       or self.embed_dim != self.width):
             raise ValueError("the reader network needs the grid layout, mean pooling and embed_dim == width")
+        if self.page_stem and self.arch != "reader":
+            raise ValueError("page_stem is a reader option")
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
         if self.render.width % self.patch_w or self.render.max_height % self.patch_size:

@@ -142,6 +142,10 @@ class Reader(nn.Module):
             raise ValueError(f"the reader needs {GLYPH}-px-high patches a whole number of {CELL_W}-px cells wide")
         self.cells_per_token = config.patch_w // CELL_W
         self.stem = GlyphStem(config.stem_width, config.stem_layers, config.stem_kernel, config.width)
+        # Pages, scans and screenshots arrive as glyph cells cut from real fonts (``strips.py``); a stem of their
+        # own learns those without moving how typed text on the grid reads (lab notebook, probes s3-s4).
+        self.page_stem = GlyphStem(config.stem_width, config.stem_layers, config.stem_kernel, config.width) \
+            if config.page_stem else None
         self.body = Body(config.width, config.layers, config.heads, int(config.width * config.mlp_ratio),
                          config.max_positions, config.norm_eps)
         from vc2l_retriever.model import pixel_normalizer  # model.py builds this class: imported late, no cycle
@@ -158,10 +162,24 @@ class Reader(nn.Module):
         last = torch.where(ink, torch.arange(1, ink.shape[1] + 1, device=ink.device), 0).amax(dim=1)
         return last.clamp(min=1)
 
-    def tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cell vectors ``(B, L, D)``, patch tokens ``(B, N, D)`` and real tokens per row ``(B,)``."""
+    def read_cells(self, pixels: torch.Tensor, cells: torch.Tensor, pages: torch.Tensor | None) -> torch.Tensor:
+        """Cell vectors: rows flagged in ``pages`` through the page stem (when the model has one)."""
+        if self.page_stem is None or pages is None or not bool(pages.any()):
+            return self.stem(pixels, cells)
+        if bool(pages.all()):
+            return self.page_stem(pixels, cells)
+        text = self.stem(pixels[~pages], cells[~pages])
+        x = text.new_zeros(pixels.shape[0], *text.shape[1:])
+        x[~pages] = text
+        x[pages] = self.page_stem(pixels[pages], cells[pages])
+        return x
+
+    def tokens(self, pixels: torch.Tensor, pages: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cell vectors ``(B, L, D)``, patch tokens ``(B, N, D)`` and real tokens per row ``(B,)``. ``pages
+        (B,)`` flags canvases of page strips (see :meth:`read_cells`)."""
         cells = self.content_cells(pixels)
-        x = self.stem(pixels, cells)
+        x = self.read_cells(pixels, cells, pages)
         B, L, D = x.shape
         k = self.cells_per_token
         pad = -L % k
@@ -172,10 +190,12 @@ class Reader(nn.Module):
         return x, tokens[:, : int(counts.max())], counts
 
     def forward(self, pixel_values: torch.Tensor, patch_rows: torch.Tensor | None = None,
-                hidden_states: bool = False) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                hidden_states: bool = False, pages: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Embed normalised pixels. ``patch_rows`` is accepted for the ViT's signature and not needed: the
-        content's end is read from the pixels. ``hidden_states=True`` also returns what training distils."""
-        cells, tokens, counts = self.tokens(pixel_values)
+        content's end is read from the pixels. ``pages (B,)`` flags canvases of page strips (the renderer knows).
+        ``hidden_states=True`` also returns what training distils."""
+        cells, tokens, counts = self.tokens(pixel_values, pages)
         x, keep = self.body.wrap(tokens, counts)
         states = self.body(x, keep, hidden_states=True)
         w = keep.to(states[-1].dtype).unsqueeze(-1)

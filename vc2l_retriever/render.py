@@ -251,6 +251,27 @@ class Renderer:
             text = " ".join(text.split())  # a cell per space would be wasted: one space between words
         return text[: self.config.max_chars]
 
+    def render_canvases(self, snippet: Snippet) -> tuple[list[np.ndarray], bool]:
+        """The canvases one snippet is read from, and whether they are a page's line strips: one canvas, except
+        for a document image on the ``grid`` layout.
+
+        A page, screenshot or scan (a ``page`` snippet, or an image-only snippet larger than a tile that looks
+        like a document) cannot be read from one 224-px tile. The grid layout reads its text lines instead, as
+        line strips laid along the grid (``strips.py``), ``max_rows`` rows a canvas; the model pools the
+        canvases into one vector. Anything else, and an image in which no text line is found, is one canvas.
+        """
+        cfg = self.config
+        if cfg.layout == "grid" and len(snippet.images) == 1 and not snippet.text.strip():
+            image = open_image(snippet.images[0])
+            if snippet.kind == "page" or max(image.size) > cfg.tile:
+                from vc2l_retriever.strips import ribbon_canvases  # strips.py imports this module
+
+                canvases = ribbon_canvases(image, cfg.columns, cfg.max_rows, cfg.background,
+                                           require_document=snippet.kind != "page")
+                if canvases:
+                    return canvases, True
+        return [self.render(snippet)], False
+
     def _cap_images(self, snippet: Snippet, free: int) -> list[ImageLike]:
         images = snippet.images
         if len(images) > free:

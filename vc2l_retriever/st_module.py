@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from sentence_transformers.base.modules.input_module import InputModule
 
@@ -54,18 +55,30 @@ class VC2LModule(InputModule):
         """The full model config, renderer included."""
         return self.config.to_dict()
 
-    def render_batch(self, inputs: Sequence[Any], prompt: str | None = None) -> list[np.ndarray]:
-        """Coerce and render each input to a ``uint8`` canvas; errors name the input's index."""
-        canvases = []
+    def render_inputs(self, inputs: Sequence[Any], prompt: str | None = None
+                      ) -> tuple[list[np.ndarray], list[int], list[bool]]:
+        """Coerce and render each input; errors name the input's index. Returns the canvases and, per canvas, the
+        input it belongs to and whether it holds page strips: one canvas an input, except a document image, read
+        as several canvases of its text lines (``render.py``)."""
+        canvases: list[np.ndarray] = []
+        owners: list[int] = []
+        pages: list[bool] = []
         for i, item in enumerate(inputs):
             snippet = to_snippet(item, i)
             if prompt:
                 snippet = type(snippet)(text=prompt + snippet.text, images=snippet.images)
             try:
-                canvases.append(self.renderer.render(snippet))
+                drawn, page = self.renderer.render_canvases(snippet)
             except InputError as e:
                 raise InputError(f"input {i}: {e}", item=item) from e
-        return canvases
+            canvases += drawn
+            owners += [i] * len(drawn)
+            pages += [page] * len(drawn)
+        return canvases, owners, pages
+
+    def render_batch(self, inputs: Sequence[Any], prompt: str | None = None) -> list[np.ndarray]:
+        """Every canvas of a batch of inputs (see :meth:`render_inputs`)."""
+        return self.render_inputs(inputs, prompt)[0]
 
     def canvases_to_features(self, canvases: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         """Stack canvases (padding shorter ones with background) into normalised ``pixel_values``."""
@@ -83,14 +96,31 @@ class VC2LModule(InputModule):
 
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
         """Render a batch of inputs (str, PIL image, Path, ``{"text","image"}`` dict, Snippet) to pixels."""
-        return self.canvases_to_features(self.render_batch(inputs, prompt))
+        canvases, owners, pages = self.render_inputs(inputs, prompt)
+        features = self.canvases_to_features(canvases)
+        if len(canvases) != len(inputs):
+            features["owners"] = torch.tensor(owners, dtype=torch.long)
+        if any(pages):
+            features["pages"] = torch.tensor(pages, dtype=torch.bool)
+        return features
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Write ``sentence_embedding`` for ``pixel_values`` (and ``patch_rows`` when canvases were padded)."""
         pixels = features["pixel_values"].to(self.pixel_mean.device, non_blocking=True)
         rows = features.get("patch_rows")
         rows = rows.to(pixels.device) if rows is not None else None
-        features["sentence_embedding"] = self.model(pixels, rows)
+        pages = features.get("pages")
+        if pages is not None:  # only the reader renders page strips
+            embeddings = self.model(pixels, rows, pages=pages.to(pixels.device))
+        else:
+            embeddings = self.model(pixels, rows)
+        owners = features.get("owners")
+        if owners is not None:  # a document read as several canvases: the mean of their unit vectors, renormalised
+            owners = owners.to(pixels.device)
+            pooled = embeddings.new_zeros(int(owners.max()) + 1, embeddings.shape[1])
+            pooled.index_add_(0, owners, F.normalize(embeddings, dim=-1))
+            embeddings = F.normalize(pooled, dim=-1)
+        features["sentence_embedding"] = embeddings
         return features
 
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:

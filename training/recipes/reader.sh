@@ -14,7 +14,10 @@ set -euo pipefail
 #    Reserved for an independent evaluation and used nowhere here: debian-handbook, gnome-user-docs,
 #    gimp-help-*, texlive-pictures-doc.
 apt-get install -y python3.11-doc python-scipy-doc python-skimage-doc sphinx-doc postgresql-doc-15 \
-    kicad-doc-en texlive-latex-extra-doc wordnet-base octave-doc git-doc debian-reference-en gnucash-docs
+    kicad-doc-en texlive-latex-extra-doc wordnet-base octave-doc git-doc debian-reference-en gnucash-docs \
+    fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-open-sans
+#    Fonts for the page stem (step 3c): DejaVu and Liberation Sans/Sans Narrow/Mono are drawn in training; Liberation
+#    Serif and Open Sans only score the strip eval.
 ROOTS="/usr/share/doc/python3.11/html /usr/share/doc/python-scipy-doc/html /usr/share/doc/python-skimage-doc/html
        /usr/share/doc/sphinx-doc/html /usr/share/doc/postgresql-doc-15/html /usr/share/doc/kicad/help/en
        /usr/share/doc/texlive-doc/latex"
@@ -39,13 +42,31 @@ python -m vc2l_retriever.training.build_dataset /usr/share/doc/gnucash-docs/gnuc
 #       pairs with images (probe b3). The previous default's three stages are reader_{a,b,c}.yaml.
 python -m vc2l_retriever.training.dense_train training/recipes/reader_a5.yaml 2>&1 | tee -a runs/probe-a5.log
 python -m vc2l_retriever.training.dense_train training/recipes/reader_b3.yaml 2>&1 | tee -a runs/probe-b3.log
+#    c: the page stem, for pages, scans and screenshots read as glyph cells (issue 17): the stem of b3 taught by
+#       itself to read real fonts and real PDF pages of the training manuals (probes s3 then s4); the shipped model
+#       is b3 with this stem beside its own (typed text reads exactly as b3).
+python -m vc2l_retriever.training.dense_train training/recipes/strips_s3.yaml 2>&1 | tee -a runs/probe-s3.log
+python -m vc2l_retriever.training.dense_train training/recipes/strips_s4.yaml 2>&1 | tee -a runs/probe-s4.log
 
 # 4. Export (fp16) into the package, measure, write the card.
-python -m vc2l_retriever.training.dense_train training/recipes/reader_b3.yaml --export vc2l_retriever/models/vc2l-default
+python -m vc2l_retriever.training.dense_train training/recipes/strips_s4.yaml --export vc2l_retriever/models/vc2l-default \
+    --text-from runs/probe-b3
 python -m vc2l_retriever.training.evaluate --model vc2l_retriever/models/vc2l-default \
     --heldout in-domain=data/docs/heldout.jsonl --heldout out-of-domain=data/ood/heldout.jsonl \
     --heldout ood-gnucash=data/ood_gnucash/heldout.jsonl --json runs/eval_reader.json
 python -m vc2l_retriever.training.bench_speed --model vc2l_retriever/models/vc2l-default | tee runs/speed_reader.json
-python -m vc2l_retriever.training.reader_card vc2l_retriever/models/vc2l-default --runs runs/probe-a5 runs/probe-b3 \
+python -m vc2l_retriever.training.reader_card vc2l_retriever/models/vc2l-default \
+    --runs runs/probe-a5 runs/probe-b3 runs/probe-s3 runs/probe-s4 \
     --eval runs/eval_reader.json --speed runs/speed_reader.json \
     --notes training/recipes/reader_card_notes.md
+
+# 5. Pages from pixels (issue 17's CSR: a page found from its outline title, read from its pixels only), on PDFs
+#    never trained on: the first 40 pages of octave's two manuals and GnuCash's English guide and help, against
+#    Tesseract OCR + MiniLM / BM25 and the text layer + MiniLM (lab notebook: probes s1-s4).
+mkdir -p data/ood_pdfs_src
+cp /usr/share/doc/octave/octave.pdf /usr/share/doc/octave/liboctave.pdf data/ood_pdfs_src/
+for f in gnucash-guide-en gnucash-help-en; do gunzip -c "/usr/share/doc/gnucash-docs/$f.pdf.gz" > "data/ood_pdfs_src/$f.pdf"; done
+python -m vc2l_retriever.training.build_dataset data/ood_pdfs_src --out data/ood_pdfs --max-chars 480 \
+    --heldout-fraction 1.0 --max-pages 40
+python benchmarks/bench_quality.py --data data/ood_pdfs/heldout.jsonl --csr-pdfs 4 --max-pages 40 --max-queries 200 \
+    --json runs/csr_ood.json

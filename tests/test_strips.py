@@ -1,0 +1,204 @@
+"""Document pixels read as line strips (``strips.py``), real-font training strips, and pages through ``encode``."""
+
+from __future__ import annotations
+
+import glob
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from vc2l_retriever.inputs import Snippet
+from vc2l_retriever.render import GLYPH
+from vc2l_retriever.strips import Strip, find_lines, fold, line_strip, page_strips, ribbon, ribbon_canvases, to_grey
+from vc2l_retriever.training.font_strips import Style, text_ribbon, wrap
+from vc2l_retriever.training.strip_distill import cell_targets, strip_text
+
+MONO = sorted(glob.glob("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"))
+needs_font = pytest.mark.skipif(not MONO, reason="DejaVu Sans Mono (Debian fonts-dejavu-core) is not installed")
+
+LINES = ["Installing the package", "Run the configure script first,", "then make and make install."]
+
+
+def page_image(lines: list[str] = LINES, size: int = 20, width: int = 900) -> Image.Image:
+    """A white page with ``lines`` drawn in black, one every 2 line heights, from y = 40."""
+    font = ImageFont.truetype(MONO[0], size)
+    image = Image.new("RGB", (width, 60 + 2 * size * len(lines) + 40), "white")
+    draw = ImageDraw.Draw(image)
+    for k, line in enumerate(lines):
+        draw.text((30, 40 + 2 * size * k), line, fill="black", font=font)
+    return image
+
+
+@needs_font
+def test_find_lines_returns_one_box_per_drawn_line_top_to_bottom() -> None:
+    boxes = find_lines(page_image())
+    assert len(boxes) == 3
+    tops = [top for top, _, _, _ in boxes]
+    assert tops == sorted(tops)
+    for k, (top, bottom, left, _) in enumerate(boxes):
+        assert 40 + 40 * k - 2 <= top < bottom <= 40 + 40 * k + 26  # inside the line's own 20-px text height
+        assert 29 <= left <= 34
+
+
+def test_a_band_much_taller_than_the_text_lines_is_not_read_as_a_line() -> None:
+    grey = np.full((300, 400), 255, np.uint8)
+    for top in (20, 50, 80):
+        grey[top:top + 12, 20:300] = 0  # three "lines"
+    grey[120:280, 20:380] = 60  # a figure
+    assert [b[:2] for b in find_lines(grey)] == [(20, 32), (50, 62), (80, 92)]
+
+
+def test_a_line_becomes_one_cell_per_glyph_a_blank_cell_per_word_space_and_wide_runs_split() -> None:
+    grey = np.full((40, 200), 255.0, np.float32)
+    for x0, x1 in ((10, 16), (20, 26), (60, 66), (100, 130)):  # two touching-close glyphs, a word, a wide run
+        grey[10:30, x0:x1] = 0.0
+    strip = line_strip(grey, 255.0, (10, 30, 10, 130))
+    assert strip.pixels.shape == (GLYPH, 7 * 8)  # glyph, glyph, space, glyph, space, wide run in two halves
+    cells = strip.pixels.reshape(GLYPH, 7, 8).transpose(1, 0, 2)
+    assert [bool((c == 0).any()) for c in cells] == [True, True, False, True, False, True, True]
+    assert (cells[0][:, 1:6] == 0).all() and (cells[0][:, [0, 6, 7]] == 127).all()  # 6 px -> 5 px, centred
+    assert strip.source_x[::8].tolist() == [13.0, 23.0, 43.0, 63.0, 83.0, 107.5, 122.5]
+
+
+def test_the_ribbon_lays_strips_end_to_end_with_a_blank_cell_and_folds_into_grid_rows() -> None:
+    strip = Strip(pixels=np.zeros((GLYPH, 80), np.uint8), source_x=np.arange(80, dtype=np.float64))
+    pixels, place = ribbon([strip] * 3)
+    assert pixels.shape == (GLYPH, 3 * 88) and place.shape == (264, 2)
+    assert (pixels[:, 80:88] == 127).all() and (place[80:88] == -1).all()
+    assert (place[:80, 0] == 0).all() and (place[88:168, 0] == 1).all() and place[100, 1] == 12.0
+    canvases = fold(pixels, columns=28, max_rows=1)
+    assert [c.shape for c in canvases] == [(16, 224, 3)] * 2  # 33 cells: two rows of 28, one row a canvas
+    assert (canvases[1][:, 40:] == 127).all()  # the second row ends at the ribbon's last cell, then background
+
+
+@needs_font
+def test_each_ribbon_cell_knows_the_character_drawn_under_it() -> None:
+    text = "make install DESTDIR=/tmp"
+    pixels, cell_char = text_ribbon(text, Style(font=MONO[0], size=24, width=2000), random.Random(0))
+    assert cell_char.size == pixels.shape[1] // 8
+    # Monospace glyphs at this size are wider than a cell: every character is under at least one cell's centre,
+    # in order, so the cells spell the text once repeats are merged.
+    hits = [int(k) for k in cell_char if k >= 0]
+    merged = [k for i, k in enumerate(hits) if i == 0 or k != hits[i - 1]]
+    assert "".join(text[k] for k in merged) == text
+
+
+@needs_font
+def test_wrapping_keeps_each_lines_offset_into_the_text() -> None:
+    font = ImageFont.truetype(MONO[0], 20)
+    text = "one two three four five six seven"
+    lines = wrap(text, font, width=int(font.getlength("one two three")) + 1)
+    assert [line for _, line in lines] == ["one two three", "four five six", "seven"]
+    assert all(text[offset:offset + len(line)] == line for offset, line in lines)
+
+
+def test_strip_targets_point_at_the_grid_cells_of_the_same_characters() -> None:
+    assert strip_text("Make  Install", "make install") == "Make Install"
+    assert strip_text("İ", "i̇") == "i̇"  # lower-casing changed the length: draw the grid's text instead
+    targets = cell_targets(np.array([0, 1, -1, 5, 40]), "ab cdefgh", columns=4, max_rows=2)
+    assert targets.tolist() == [0, 1, -1, 5, -1]  # 40 lies past the text
+
+
+@needs_font
+def test_a_page_image_is_read_as_its_lines_and_pooled_into_one_vector(reader_model) -> None:  # noqa: ANN001
+    module = reader_model.vc2l
+    page = page_image()
+    canvases, is_page = module.renderer.render_canvases(Snippet(images=[page]))
+    assert is_page and len(canvases) == 1 and canvases[0].shape[1] == 224  # three short lines: one canvas
+    long_page = page_image(LINES * 30)
+    many, _ = module.renderer.render_canvases(Snippet(images=[long_page]))
+    assert len(many) > 1
+    with torch.no_grad():
+        pixels = module.canvases_to_features(many)["pixel_values"]
+        parts = torch.nn.functional.normalize(module.model(pixels, pages=torch.ones(len(many), dtype=torch.bool)),
+                                              dim=-1)
+    pooled = (parts.mean(0) / parts.mean(0).norm()).numpy()
+    whole = reader_model.encode([long_page, "a query"])
+    np.testing.assert_allclose(whole[0], pooled, atol=1e-5)
+
+
+def test_a_photo_is_not_read_as_a_document(reader_model) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (400, 500, 3), dtype=np.uint8))
+    canvases, is_page = reader_model.vc2l.renderer.render_canvases(Snippet(images=[photo]))
+    assert len(canvases) == 1 and not is_page
+    assert ribbon_canvases(photo, 28, 20, require_document=True) == []
+
+
+@needs_font
+def test_page_strips_are_read_the_same_from_any_ink_colour() -> None:
+    page = page_image()
+    inverted = Image.fromarray(255 - np.asarray(page))
+    a, b = page_strips(page), page_strips(inverted)
+    assert len(a) == len(b) == 3
+    np.testing.assert_array_equal(a[0].pixels, b[0].pixels)
+    assert to_grey(inverted).mean() < 128
+
+
+@needs_font
+def test_a_scanned_pdf_page_indexes_as_one_page_snippet_with_the_same_vector_as_its_image(tmp_path, reader_model
+                                                                                           ) -> None:  # noqa: ANN001
+    import fpdf
+
+    from vc2l_retriever.index import GRID_PAGE_WIDTH_PX, default_ingest_options
+    from vc2l_retriever.ingest import ingest_file
+
+    page_image(LINES * 4, size=28, width=1240).save(tmp_path / "scan.png")  # text as pixels only
+    pdf = fpdf.FPDF()
+    pdf.add_page()
+    pdf.image(str(tmp_path / "scan.png"), x=0, y=0, w=210)
+    pdf.output(str(tmp_path / "scan.pdf"))
+
+    options = default_ingest_options(reader_model)
+    assert not options.page_tiles and options.page_width_px == GRID_PAGE_WIDTH_PX
+    [snippet] = ingest_file(tmp_path / "scan.pdf", options)
+    assert snippet.kind == "page" and snippet.images[0].width == GRID_PAGE_WIDTH_PX
+    assert len(find_lines(snippet.images[0])) == 12
+    from_index, from_image = reader_model.encode([snippet, snippet.images[0]])
+    np.testing.assert_allclose(from_index, from_image, atol=1e-6)
+
+
+def test_lines_of_a_pdf_page_carry_their_text_layer_and_the_character_under_each_cell(tmp_path) -> None:  # noqa: ANN001
+    import fpdf
+
+    from vc2l_retriever.training.pdf_strips import PdfLines, page_lines
+
+    pdf = fpdf.FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=14)
+    for line in LINES:
+        pdf.cell(0, 12, text=line, new_x="LMARGIN", new_y="NEXT")
+    pdf.output(str(tmp_path / "doc.pdf"))
+
+    lines = page_lines(str(tmp_path / "doc.pdf"), 0, 110)
+    assert [line.text for line in lines] == LINES
+    for line in lines:
+        hits = [int(k) for k in line.column_char if k >= 0]
+        assert hits == sorted(hits) and len(set(hits)) > 0.6 * len(line.text)  # left to right, most glyphs hit
+    text, pixels, cell_char = PdfLines([(str(tmp_path / "doc.pdf"), 1)], seed=0).sample(0, max_chars=1000)
+    # A run of consecutive lines from a random first line to the page's end, joined by spaces.
+    assert " ".join(LINES).endswith(text) and text.split(" ")[0] in {line.split(" ")[0] for line in LINES}
+    assert cell_char.size == pixels.shape[1] // 8
+    first_word = text.split(" ")[0]
+    first = [text[k] for k in cell_char[: len(first_word)] if k >= 0]
+    assert first[0] == text[0] and len(set(first) & set(first_word)) >= len(set(first_word)) - 1
+
+
+@needs_font
+def test_a_page_stem_reads_page_strips_and_leaves_typed_text_to_the_text_stem(reader_model) -> None:  # noqa: ANN001
+    import dataclasses
+
+    import vc2l_retriever
+
+    config = dataclasses.replace(reader_model.vc2l.config, page_stem=True)
+    model = vc2l_retriever.create(config, seed=0, device="cpu")
+    model.vc2l.model.load_state_dict(reader_model.vc2l.model.state_dict(), strict=False)  # same text stem and body
+    page, text = page_image(), "make install"
+    np.testing.assert_allclose(model.encode([text]), reader_model.encode([text]), atol=1e-6)
+    mixed = model.encode([page, text])
+    np.testing.assert_allclose(mixed[0], model.encode([page])[0], atol=1e-5)
+    np.testing.assert_allclose(mixed[1], model.encode([text])[0], atol=1e-5)
+    assert not np.allclose(mixed[0], reader_model.encode([page])[0], atol=1e-3)  # the page went through its stem

@@ -1,0 +1,200 @@
+"""Document pixels -> the reader's grid: text lines found by their ink, scaled to glyph height, laid end to end.
+
+The reader learned to read Unifont glyphs, one per 8x16 cell (``render.py``'s ``grid`` layout). A scanned page, a
+screenshot or a PDF page rendered to pixels has other fonts at other sizes, nowhere near that grid, and shrinking a
+page into one 224-px tile leaves nothing legible. This module re-lays such an image for the reader without
+recognising a single character:
+
+1. **Lines** (:func:`find_lines`): rows of the image holding ink (the horizontal projection profile) form bands;
+   each band is one text line, cropped to its ink.
+2. **Glyph cells** (:func:`line_strip`): a band is scaled to 16 px high (one glyph's height) in the grid's tones
+   (ink 0, paper 127) and cut at its blank columns: each run of inked columns becomes one 8x16 cell (a run wider
+   than a glyph, letters that touch, is split evenly), and each gap as wide as a word space one blank cell. This
+   is segmentation, not recognition: no glyph is ever identified; the cells just hold whole glyphs, as the grid's
+   do, instead of slices at any phase (slices were tried first and did not train: lab notebook, probe s1).
+3. **Ribbon** (:func:`ribbon_canvases`): the strips, one blank cell between lines, are laid end to end in reading
+   order and folded into canvas rows of the grid's width, ``max_rows`` rows a canvas. The reader reads them
+   exactly as it reads grid text.
+
+Training draws text in real fonts and sends it through the same :func:`line_strip` (``training/font_strips.py``),
+so what the reader learns from is cut exactly as a page is. Bands much taller than the page's text lines (figures,
+boxed tables) are not text: :func:`find_lines` leaves them out, and :func:`figure_boxes` returns them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from vc2l_retriever.render import CELL_W, GLYPH
+
+INK_CONTRAST = 48.0  # grey levels between a pixel and the paper for it to count as ink
+MIN_LINE_PX = 4  # shorter bands are rules or specks, not text
+TALL_LINE = 3.0  # a band this many times the page's typical line height is a figure, not a line
+GLYPH_SPLIT = 0.4  # a column holds ink if one of its pixels is this dark (0..1 of the line's strongest ink)
+SPACE_GAP = 0.22  # a blank run wider than this many line heights is a word space
+GLYPH_WIDTH = 0.62  # an ink run about this many line heights wide is one glyph; wider runs are split evenly
+MIN_DOCUMENT_LINES = 3  # an image read as a document has at least this many text lines...
+MIN_TEXT_INK = 0.5  # ...and at least this share of its inked area in them
+
+
+@dataclass(frozen=True)
+class Strip:
+    """One text line as glyph cells in the grid's tones: ``pixels (16, 8n)`` uint8, and ``source_x (8n,)``, the x
+    in the source image that each pixel column came from (training uses it to know which character a cell holds)."""
+
+    pixels: np.ndarray
+    source_x: np.ndarray
+
+
+def to_grey(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Luminance as ``float32 (H, W)``."""
+    if isinstance(image, np.ndarray):
+        a = image.astype(np.float32)
+        return a if a.ndim == 2 else a[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def paper_level(grey: np.ndarray) -> float:
+    """The paper's grey level: the median of the image's outer frame (pages have margins; a figure may cover
+    most of the page, so the median of all pixels would not do)."""
+    frame = np.concatenate([grey[:2].ravel(), grey[-2:].ravel(), grey[:, :2].ravel(), grey[:, -2:].ravel()])
+    return float(np.median(frame))
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` of the True runs of a 1-D boolean array."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def _bands(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Every ink band ``(top, bottom, left, right)`` at least :data:`MIN_LINE_PX` high, top to bottom."""
+    out = []
+    for top, bottom in _runs(ink.any(axis=1)):
+        if bottom - top < MIN_LINE_PX:
+            continue
+        cols = np.flatnonzero(ink[top:bottom].any(axis=0))
+        out.append((top, bottom, int(cols[0]), int(cols[-1]) + 1))
+    return out
+
+
+def _split_bands(image: Image.Image | np.ndarray) -> tuple[np.ndarray, float, list, list]:
+    grey = to_grey(image)
+    paper = paper_level(grey)
+    bands = _bands(np.abs(grey - paper) > INK_CONTRAST)
+    if not bands:
+        return grey, paper, [], []
+    typical = float(np.median([b - t for t, b, _, _ in bands]))
+    lines = [band for band in bands if band[1] - band[0] <= TALL_LINE * typical]
+    figures = [band for band in bands if band[1] - band[0] > TALL_LINE * typical]
+    return grey, paper, lines, figures
+
+
+def find_lines(image: Image.Image | np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Text lines of a page image as ``(top, bottom, left, right)`` boxes, in reading order (one column)."""
+    return _split_bands(image)[2]
+
+
+def figure_boxes(image: Image.Image | np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bands too tall to be text lines (figures, framed tables), as ``(top, bottom, left, right)``."""
+    return _split_bands(image)[3]
+
+
+def line_strip(grey: np.ndarray, paper: float, box: tuple[int, int, int, int]) -> Strip:
+    """The band ``box`` of ``grey`` cut into glyph cells: one 8x16 cell for each run of inked columns (split in
+    two or more when wider than a glyph), one blank cell for each gap as wide as a word space.
+
+    Like the grid, where every character has its own cell, so the stem's per-cell glyph embedding sees whole
+    glyphs at a fixed position instead of slices at any phase. Each glyph keeps the line's scale (16 px = the
+    band's height) and is centred in its cell; a glyph wider than a cell is squeezed into it. ``source_x`` of a
+    cell's eight columns is the centre of the source columns it came from.
+    """
+    top, bottom, left, right = box
+    crop = np.abs(grey[top:bottom, left:right] - paper)
+    ink = np.clip(crop / max(float(crop.max()), 2 * INK_CONTRAST), 0.0, 1.0)
+    height = bottom - top
+    scale = GLYPH / height
+    cells: list[np.ndarray] = []
+    centres: list[float] = []
+    runs = _runs((ink > GLYPH_SPLIT).any(axis=0))
+    for k, (start, stop) in enumerate(runs):
+        if k and start - runs[k - 1][1] > SPACE_GAP * height:  # a word space: one blank cell
+            cells.append(np.full((GLYPH, CELL_W), 127, np.uint8))
+            centres.append(left + (runs[k - 1][1] + start) / 2)
+        pieces = max(1, round((stop - start) / (GLYPH_WIDTH * height)))
+        edges = np.linspace(start, stop, pieces + 1)
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            x0, x1 = int(round(a)), max(int(round(b)), int(round(a)) + 1)
+            width = min(CELL_W, max(1, round((x1 - x0) * scale)))
+            glyph = Image.fromarray(np.round(127.0 * (1.0 - ink[:, x0:x1])).astype(np.uint8))
+            glyph = np.asarray(glyph.resize((width, GLYPH), Image.Resampling.BILINEAR), dtype=np.uint8)
+            cell = np.full((GLYPH, CELL_W), 127, np.uint8)
+            offset = (CELL_W - width) // 2
+            cell[:, offset:offset + width] = glyph
+            cells.append(cell)
+            centres.append(left + (x0 + x1) / 2)
+    if not cells:
+        return Strip(pixels=np.full((GLYPH, CELL_W), 127, np.uint8), source_x=np.full(CELL_W, left + 0.5))
+    return Strip(pixels=np.concatenate(cells, axis=1), source_x=np.repeat(np.array(centres), CELL_W))
+
+
+def page_strips(image: Image.Image | np.ndarray) -> list[Strip]:
+    """Every text line of a page image as a strip, top to bottom."""
+    grey, paper, lines, _ = _split_bands(image)
+    return [line_strip(grey, paper, box) for box in lines]
+
+
+def ribbon(strips: list[Strip], background: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Strips end to end, one blank cell after each, padded to whole cells: ``(16, W)`` pixels and, per pixel
+    column, ``(strip index, source x)`` as a ``(W, 2)`` float array (-1 where a column is a gap)."""
+    parts, where = [], []
+    for k, strip in enumerate(strips):
+        parts += [strip.pixels, np.full((GLYPH, CELL_W), background, np.uint8)]
+        where += [np.stack([np.full(strip.source_x.size, k, np.float64), strip.source_x], 1),
+                  np.full((CELL_W, 2), -1.0)]
+    if not parts:
+        return np.full((GLYPH, CELL_W), background, np.uint8), np.full((CELL_W, 2), -1.0)
+    pixels, place = np.concatenate(parts, axis=1), np.concatenate(where)
+    pad = -pixels.shape[1] % CELL_W
+    pixels = np.pad(pixels, ((0, 0), (0, pad)), constant_values=background)
+    return pixels, np.pad(place, ((0, pad), (0, 0)), constant_values=-1.0)
+
+
+def fold(pixels: np.ndarray, columns: int, max_rows: int, background: int = 127) -> list[np.ndarray]:
+    """A ribbon ``(16, W)`` folded into RGB canvases of ``columns`` cells a row and at most ``max_rows`` rows."""
+    width = columns * CELL_W
+    pad = -pixels.shape[1] % width
+    rows = np.pad(pixels, ((0, 0), (0, pad)), constant_values=background)
+    rows = rows.reshape(GLYPH, -1, width).transpose(1, 0, 2)  # (rows, 16, width)
+    canvases = []
+    for start in range(0, rows.shape[0], max_rows):
+        grey = rows[start:start + max_rows].reshape(-1, width)
+        canvases.append(np.repeat(grey[..., None], 3, axis=2))
+    return canvases
+
+
+def ribbon_canvases(image: Image.Image | np.ndarray, columns: int, max_rows: int, background: int = 127,
+                    require_document: bool = False) -> list[np.ndarray]:
+    """A page or screenshot -> the reader's canvases of its text lines, ``max_rows`` rows each.
+
+    Empty when no line is found, or, with ``require_document``, when the image does not look like a document:
+    fewer than :data:`MIN_DOCUMENT_LINES` lines, or less than :data:`MIN_TEXT_INK` of its ink inside them (a
+    photo's ink mostly falls in bands too tall to be lines).
+    """
+    grey, paper, lines, figures = _split_bands(image)
+    if require_document:
+        area = [(b - t) * (r - l) for t, b, l, r in lines]
+        other = [(b - t) * (r - l) for t, b, l, r in figures]
+        if len(lines) < MIN_DOCUMENT_LINES or sum(area) < MIN_TEXT_INK * (sum(area) + sum(other)):
+            return []
+    if not lines:
+        return []
+    strips = [line_strip(grey, paper, box) for box in lines]
+    return fold(ribbon(strips, background)[0], columns, max_rows, background)
+
+
+__all__ = ["Strip", "figure_boxes", "find_lines", "fold", "line_strip", "page_strips", "ribbon",
+           "ribbon_canvases"]

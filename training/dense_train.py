@@ -424,6 +424,8 @@ def curve(run_dir: str | os.PathLike[str]) -> str:
     base_path = run / "baseline.json"
     base = json.loads(base_path.read_text(encoding="utf-8")) if base_path.is_file() else {}
     columns = [(s, t) for s, tasks in evals[0]["eval"].items() for t in tasks]
+    if not columns:
+        return "(no held-out sets in this run's recipe)"
     lines = ["| samples | " + " | ".join(f"{s} {t}" for s, t in columns) + " |",
              "|---:|" + "---|" * len(columns)]
     for record in evals:

@@ -23,8 +23,8 @@ SOURCES = ("python3.11-doc, python-scipy-doc, python-skimage-doc, sphinx-doc, po
            "texlive-latex-extra-doc (Debian documentation packages) and WordNet 3.0 (wordnet-base)")
 PAGE_STEM = """- Page stem: a second glyph stem of the same shape for pages, scans and screenshots, which are cut into
   their text lines as glyph cells (`vc2l_retriever/strips.py`, no OCR); typed text never passes through it. It is the
-  last run below, taught by the text stem itself (its own evals read typed documents with the stem it was
-  training, so they understate the shipped model: its page figures are under Limitations).
+  last run below, taught by the Unifont reader itself (the runs' own evals read typed documents with the stem they
+  were training, so they understate the shipped model: its page figures are under Limitations).
 """
 OOD_SOURCES = "octave-doc, git-doc and debian-reference-en (`out-of-domain`), gnucash-docs (`ood-gnucash`)"
 

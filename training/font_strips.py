@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from vc2l_retriever.render import CELL_W
-from vc2l_retriever.strips import Strip, fold, line_strip, paper_level, ribbon, to_grey
+from vc2l_retriever.strips import INK_CONTRAST, Strip, fold, line_strip, paper_level, ribbon, to_grey
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def draw_line(line: str, style: Style, rng: random.Random) -> tuple[np.ndarray, 
 
 
 def _ink_box(grey: np.ndarray, paper: float) -> tuple[int, int, int, int] | None:
-    ink = np.abs(grey - paper) > 48.0  # as strips.INK_CONTRAST: the page path's notion of ink
+    ink = np.abs(grey - paper) > INK_CONTRAST  # the page path's notion of ink
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
         return None
@@ -113,10 +113,11 @@ def text_ribbon(text: str, style: Style, rng: random.Random) -> tuple[np.ndarray
     boxes: list[tuple[int, np.ndarray]] = []  # (offset of the line in text, its characters' x boxes)
     for offset, line in wrap(text, _font(style.font, style.size), style.width):
         grey, chars = draw_line(line, style, rng)
-        box = _ink_box(grey, paper_level(grey))
+        paper = paper_level(grey)
+        box = _ink_box(grey, paper)
         if box is None:  # only spaces or glyphs the font lacks
             continue
-        strips.append(line_strip(grey, paper_level(grey), box))
+        strips.append(line_strip(grey, paper, box))
         boxes.append((offset, chars))
     pixels, place = ribbon(strips)
     centres = place[CELL_W // 2::CELL_W]  # (cells, 2): strip index and source x under each cell's centre

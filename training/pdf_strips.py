@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 
 from vc2l_retriever.render import CELL_W
-from vc2l_retriever.strips import Strip, _split_bands, line_strip, ribbon
+from vc2l_retriever.strips import Strip, line_strip, ribbon, split_page
 
 SAMPLES_PER_PAGE = 8
 DPI_CHOICES = (72, 80, 96, 110, 125, 150)  # ingestion renders ~80 dpi tiles, scans come at 150 or more
@@ -88,7 +88,7 @@ def page_lines(pdf: str, page_index: int, dpi: int) -> tuple[PageLine, ...]:
         image = page.render(scale=scale).to_pil()
         textpage = page.get_textpage()
         chars, boxes = _chars(textpage, textpage.count_chars(), scale, page.get_height())
-        grey, paper, bands, _ = _split_bands(image)
+        grey, paper, bands, _ = split_page(image)
         lines = [_line(chars, boxes, line_strip(grey, paper, band), band) for band in bands]
         return tuple(line for line in lines if line is not None)
     except (pdfium.PdfiumError, IndexError):

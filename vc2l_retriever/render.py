@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from typing import Any, Literal
 
@@ -270,6 +270,7 @@ class Renderer:
                                            require_document=snippet.kind != "page")
                 if canvases:
                     return canvases, True
+            snippet = replace(snippet, images=[image])  # decoded once: the tile path reuses it
         return [self.render(snippet)], False
 
     def _cap_images(self, snippet: Snippet, free: int) -> list[ImageLike]:

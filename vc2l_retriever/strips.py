@@ -18,7 +18,7 @@ recognising a single character:
 
 Training draws text in real fonts and sends it through the same :func:`line_strip` (``training/font_strips.py``),
 so what the reader learns from is cut exactly as a page is. Bands much taller than the page's text lines (figures,
-boxed tables) are not text: :func:`find_lines` leaves them out, and :func:`figure_boxes` returns them.
+boxed tables) are not text: :func:`find_lines` leaves them out, and :func:`split_page` returns them apart.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def _bands(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def _split_bands(image: Image.Image | np.ndarray) -> tuple[np.ndarray, float, list, list]:
+def split_page(image: Image.Image | np.ndarray) -> tuple[np.ndarray, float, list, list]:
+    """``(grey, paper level, text line boxes, figure boxes)`` of an image, boxes as ``(top, bottom, left, right)``."""
     grey = to_grey(image)
     paper = paper_level(grey)
     bands = _bands(np.abs(grey - paper) > INK_CONTRAST)
@@ -95,12 +96,7 @@ def _split_bands(image: Image.Image | np.ndarray) -> tuple[np.ndarray, float, li
 
 def find_lines(image: Image.Image | np.ndarray) -> list[tuple[int, int, int, int]]:
     """Text lines of a page image as ``(top, bottom, left, right)`` boxes, in reading order (one column)."""
-    return _split_bands(image)[2]
-
-
-def figure_boxes(image: Image.Image | np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Bands too tall to be text lines (figures, framed tables), as ``(top, bottom, left, right)``."""
-    return _split_bands(image)[3]
+    return split_page(image)[2]
 
 
 def line_strip(grey: np.ndarray, paper: float, box: tuple[int, int, int, int]) -> Strip:
@@ -143,7 +139,7 @@ def line_strip(grey: np.ndarray, paper: float, box: tuple[int, int, int, int]) -
 
 def page_strips(image: Image.Image | np.ndarray) -> list[Strip]:
     """Every text line of a page image as a strip, top to bottom."""
-    grey, paper, lines, _ = _split_bands(image)
+    grey, paper, lines, _ = split_page(image)
     return [line_strip(grey, paper, box) for box in lines]
 
 
@@ -184,7 +180,7 @@ def ribbon_canvases(image: Image.Image | np.ndarray, columns: int, max_rows: int
     fewer than :data:`MIN_DOCUMENT_LINES` lines, or less than :data:`MIN_TEXT_INK` of its ink inside them (a
     photo's ink mostly falls in bands too tall to be lines).
     """
-    grey, paper, lines, figures = _split_bands(image)
+    grey, paper, lines, figures = split_page(image)
     if require_document:
         area = [(b - t) * (r - l) for t, b, l, r in lines]
         other = [(b - t) * (r - l) for t, b, l, r in figures]
@@ -196,5 +192,5 @@ def ribbon_canvases(image: Image.Image | np.ndarray, columns: int, max_rows: int
     return fold(ribbon(strips, background)[0], columns, max_rows, background)
 
 
-__all__ = ["Strip", "figure_boxes", "find_lines", "fold", "line_strip", "page_strips", "ribbon",
-           "ribbon_canvases"]
+__all__ = ["Strip", "find_lines", "fold", "line_strip", "page_strips", "ribbon",
+           "ribbon_canvases", "split_page"]

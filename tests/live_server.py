@@ -1,7 +1,7 @@
 """Helpers for tests that need a real server on 127.0.0.1 or a real browser (tests/test_serve.py).
 
 The server is uvicorn in a thread on a socket bound to 127.0.0.1 port 0 (a free port, no race); the browser is
-Debian's chromium driven through Debian's chromedriver (``scripts/install_browser.sh`` installs both). Nothing
+Debian's chromium driven through Debian's chromedriver (``scripts/install_test_tools.sh`` installs both). Nothing
 here talks to any address but 127.0.0.1.
 """
 
@@ -69,7 +69,7 @@ def browser_missing() -> str | None:
     for path in (CHROMIUM, CHROMEDRIVER):
         if not (os.access(path, os.X_OK) or shutil.which(Path(path).name)):
             return (f"{path} is missing: Debian's chromium and chromium-driver could not be installed here "
-                    "(scripts/install_browser.sh, run by scripts/test.sh, says why)")
+                    "(scripts/install_test_tools.sh, run by scripts/test.sh, says why)")
     return None
 
 

@@ -108,3 +108,32 @@ def test_the_strip_term_teaches_real_font_strips_from_the_frozen_starting_stem(t
     assert all(np.isfinite(list(losses[-1].values())))
     assert losses[0]["anchor"] < 1e-6  # at the start the student's grid output is the teacher's
     assert set(records[-1]["eval"]["held/strips"]) == {"title->section", "next-snippet"}
+
+
+def test_a_pixel_branch_joins_a_trained_stem_without_changing_it_and_exports_as_the_page_stem(tmp_path: Path
+                                                                                             ) -> None:
+    import pytest
+    from test_training import write_corpus
+
+    fonts = "/usr/share/fonts/truetype/dejavu/DejaVuSans*.ttf"
+    if not list(Path("/usr/share/fonts/truetype/dejavu").glob("DejaVuSans*.ttf")):
+        pytest.skip("DejaVu fonts (Debian fonts-dejavu-core) are not installed")
+    corpus = write_corpus(tmp_path / "corpus", documents=6)
+    DenseTrainer(recipe(tmp_path, corpus)).train()  # run "a": a text stem and body
+    strips = {"char_weight": 0.0, "strip_weight": 1.0, "strip_sentence_weight": 1.0, "strip_fonts": [fonts],
+              "strip_teacher": str(tmp_path / "a"), "heldout": {}, "run_dir": str(tmp_path / "p")}
+    trainer = DenseTrainer(recipe(tmp_path, corpus, init_from=str(tmp_path / "a"),
+                                  overrides={"stem_pixels": 4}, **strips))
+    assert trainer.model.stem.pixels is not None and trainer.strips.reader.stem.pixels is None
+    pixels = trainer.pixels([vc2l_retriever.Snippet(text="make install")])
+    with torch.no_grad():  # the branch starts at zero: the stem reads exactly as the one it was copied from
+        torch.testing.assert_close(trainer.model(pixels), trainer.strips.reader(pixels))
+    trainer.train()
+    assert trainer.model.stem.pixels.cell.weight.abs().sum() > 0  # and it learns
+    export(tmp_path / "a", tmp_path / "text", fp16=False)
+    text_model = vc2l_retriever.load(tmp_path / "text")
+    module = export(tmp_path / "p", tmp_path / "paged", fp16=False, text_from=tmp_path / "a")
+    assert (module.config.stem_pixels, module.config.page_stem_pixels, module.config.page_stem) == (0, 4, True)
+    paged = vc2l_retriever.load(tmp_path / "paged")
+    np.testing.assert_allclose(paged.encode(["typed text"]), text_model.encode(["typed text"]), atol=1e-6)
+    assert paged.vc2l.model.page_stem.pixels is not None

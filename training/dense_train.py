@@ -179,8 +179,12 @@ def build_module(recipe: DenseRecipe, teacher: TextTeacher) -> VC2LModule:
     """The starting network: from a run, from a model folder, or a fresh stem with the teacher's body."""
     if recipe.init_from and (Path(recipe.init_from) / "latest.json").is_file():
         run_cfg = json.loads((Path(recipe.init_from) / "model_config.json").read_text(encoding="utf-8"))
-        module = VC2LModule(VC2LConfig.from_dict(run_cfg))
-        module.model.load_state_dict(load_checkpoint(Path(recipe.init_from))[0])
+        # ``overrides`` may add a stem's pixel branch to a run's model; the branch starts at zero (PixelBranch)
+        module = VC2LModule(dataclasses.replace(VC2LConfig.from_dict(run_cfg), **recipe.overrides))
+        missing, unexpected = module.model.load_state_dict(load_checkpoint(Path(recipe.init_from))[0], strict=False)
+        if unexpected or any(".pixels." not in key for key in missing):
+            raise ValueError(f"{recipe.init_from}'s weights do not fit the recipe's model: missing {missing}, "
+                             f"unexpected {unexpected}")
         return module
     if recipe.init_from:
         return VC2LModule.load(recipe.init_from)
@@ -220,7 +224,7 @@ class DenseTrainer:
         # The strips' teacher: the reader of ``strip_teacher``, else the starting one (before any resume).
         if recipe.strip_weight > 0:
             reader = self.model if not recipe.strip_teacher else build_module(
-                dataclasses.replace(recipe, init_from=recipe.strip_teacher), self.teacher).model
+                dataclasses.replace(recipe, init_from=recipe.strip_teacher, overrides={}), self.teacher).model
             self.strips: StripDistill | None = StripDistill(reader, recipe)
         else:
             self.strips = None
@@ -394,8 +398,9 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], fp1
     run = Path(run_dir)
     config, weights, state = _run_weights(run)
     if text_from is not None:
+        page_config = config
         config, text_weights, _ = _run_weights(Path(text_from))
-        config = dataclasses.replace(config, page_stem=True)
+        config = dataclasses.replace(config, page_stem=True, page_stem_pixels=page_config.stem_pixels)
         pages = {"page_stem." + k[len("stem."):]: v for k, v in weights.items() if k.startswith("stem.")}
         weights = {**{k: v for k, v in text_weights.items() if not k.startswith("page_stem.")}, **pages}
     module = VC2LModule(config)

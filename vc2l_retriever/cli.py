@@ -207,6 +207,26 @@ def _cmd_export_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baselines(args: argparse.Namespace) -> Any:
+    """``--baselines``: MiniLM, BM25 and Tesseract on the same sets (``vc2l_retriever.baselines``), or None."""
+    if not args.baselines:
+        return None
+    from vc2l_retriever import baselines as bl
+
+    try:
+        minilm = bl.load_minilm()
+        import bm25s  # noqa: F401  (checked now, not after the model has run for minutes)
+
+        if not args.no_ocr:
+            import pytesseract
+
+            pytesseract.get_tesseract_version()
+    except Exception as e:  # ImportError, or pytesseract's TesseractNotFoundError
+        raise CLIError(f"--baselines needs the bench extra and Debian's tesseract-ocr ({e}); "
+                       "pip install 'vc2l-retriever[bench]', or add --no-ocr") from e
+    return lambda sets: bl.run_baselines(sets, minilm, ocr=not args.no_ocr)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -235,9 +255,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="vc2l-eval-") as tiles:
         report = ev.run_eval(documents, ev.model_encoder(model, args.batch_size), protocols,
                              max_queries=args.max_queries, seed=args.seed, pdfs=pdfs, max_pages=args.max_pages,
-                             tile_dir=tiles, page_options=ev.page_options(model))
+                             tile_dir=tiles, page_options=ev.page_options(model), baselines=_baselines(args))
     report = {"model": args.model or "vc2l-default", "data": str(args.data), "protocols": protocols, **report}
     sys.stdout.write(ev.format_table(report["results"]) + "\n" + ev.format_gap(report["modality_gap"]) + "\n")
+    for system, results in report.get("baselines", {}).items():
+        sys.stdout.write(f"\n{system}\n{ev.format_table(results)}\n")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
@@ -410,6 +432,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", help="torch device (default: sentence-transformers' choice)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also score all-MiniLM-L6-v2, BM25 and Tesseract OCR + each on the same sets (bench extra)")
+    p.add_argument("--no-ocr", action="store_true", help="with --baselines: leave Tesseract out (seconds a page)")
     handlers["eval"] = _cmd_eval
 
     p = sub.add_parser("serve", help="a search page and an HTTP API (embeddings, search) over an index")

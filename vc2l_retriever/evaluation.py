@@ -775,10 +775,12 @@ def build_sets(documents: Any, protocols: Sequence[str] = PROTOCOLS, *, max_quer
 
 def run_eval(documents: Any, encode: EncodeFn, protocols: Sequence[str] = PROTOCOLS, *, max_queries: int = 500,
              seed: int = 0, pdfs: Sequence[str | Path] | None = None, max_pages: int | None = 12,
-             tile_dir: str | Path | None = None, page_options: dict[str, Any] | None = None) -> dict[str, Any]:
+             tile_dir: str | Path | None = None, page_options: dict[str, Any] | None = None,
+             baselines: Callable[[list[RetrievalSet]], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Build the sets, score them with ``encode`` and measure the modality gap (what ``vc2l eval`` prints).
 
-    Returns ``{"results": {set: metrics}, "stats": {set: build counts}, "modality_gap": {...}}``.
+    Returns ``{"results": {set: metrics}, "stats": {set: build counts}, "modality_gap": {...}}``, plus
+    ``"baselines": baselines(sets)`` when given (e.g. :func:`vc2l_retriever.baselines.run_baselines`).
     """
     cached = CachedEncoder(encode)
     segments = read_segments(documents)
@@ -786,7 +788,10 @@ def run_eval(documents: Any, encode: EncodeFn, protocols: Sequence[str] = PROTOC
                       tile_dir=tile_dir, segments=segments, page_options=page_options)
     results = evaluate(sets, dense_scorer(cached))
     gap = modality_gap(cached, gap_pairs(segments, ImageCheck(documents), max_pairs=max_queries, seed=seed))
-    return {"results": results, "stats": {s.name: s.stats for s in sets}, "modality_gap": gap}
+    report = {"results": results, "stats": {s.name: s.stats for s in sets}, "modality_gap": gap}
+    if baselines is not None:
+        report["baselines"] = baselines(sets)
+    return report
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:

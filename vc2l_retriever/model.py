@@ -55,6 +55,8 @@ class VC2LConfig:
     max_positions: int = 512  # reader: body positions ([CLS] + tokens + [SEP])
     norm_eps: float = 1e-12  # reader: LayerNorm epsilon (BERT's)
     page_stem: bool = False  # reader: a second glyph stem for pages read as line strips (``strips.py``)
+    stem_pixels: int = 0  # reader: channels of a pixel-level 2-D conv branch in the glyph stem (0: none)
+    page_stem_pixels: int = 0  # reader: the same for the page stem
 
     def __post_init__(self) -> None:
         if isinstance(self.render, dict):
@@ -67,8 +69,10 @@ class VC2LConfig:
         if self.arch == "reader" and (self.render.layout != "grid" or self.pool != "mean"
                                       or self.embed_dim != self.width):
             raise ValueError("the reader network needs the grid layout, mean pooling and embed_dim == width")
-        if self.page_stem and self.arch != "reader":
-            raise ValueError("page_stem is a reader option")
+        if (self.page_stem or self.stem_pixels or self.page_stem_pixels) and self.arch != "reader":
+            raise ValueError("page_stem, stem_pixels and page_stem_pixels are reader options")
+        if self.page_stem_pixels and not self.page_stem:
+            raise ValueError("page_stem_pixels needs page_stem")
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
         if self.render.width % self.patch_w or self.render.max_height % self.patch_size:

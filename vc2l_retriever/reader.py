@@ -44,19 +44,40 @@ class StemBlock(nn.Module):
         return (x + F.gelu(y)) * keep
 
 
+class PixelBranch(nn.Module):
+    """Two 3x3 convolutions at pixel resolution, then one vector per cell: what a linear map of a cell's pixels
+    cannot see (strokes at any offset, sizes, weights). Built for the page stem, whose glyphs come from every
+    font (lab notebook, probe s7). Its last layer starts at zero, so a stem gains it without changing a reading."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, stride=2)
+        self.cell = nn.Conv2d(channels, width, kernel_size=(GLYPH // 2, CELL_W // 2), stride=(GLYPH // 2, CELL_W // 2))
+        nn.init.zeros_(self.cell.weight)
+        nn.init.zeros_(self.cell.bias)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.cell(F.gelu(self.conv2(F.gelu(self.conv1(pixels)))))
+
+
 class GlyphStem(nn.Module):
     """Pixels ``(B, 3, H, W)`` -> one vector per character cell ``(B, L, out)``, L = cells in reading order."""
 
-    def __init__(self, width: int, layers: int, kernel: int, out: int) -> None:
+    def __init__(self, width: int, layers: int, kernel: int, out: int, pixels: int = 0) -> None:
         super().__init__()
         self.cell = nn.Conv2d(3, width, kernel_size=(GLYPH, CELL_W), stride=(GLYPH, CELL_W))
+        self.pixels = PixelBranch(pixels, width) if pixels else None
         self.blocks = nn.ModuleList(StemBlock(width, kernel) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, out)
 
     def forward(self, pixels: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """``cells (B,)``: how many cells hold content; later cells come out as zeros."""
-        x = self.cell(pixels).flatten(2).transpose(1, 2)  # (B, L, width), row-major cells
+        x = self.cell(pixels)
+        if self.pixels is not None:
+            x = x + self.pixels(pixels)
+        x = x.flatten(2).transpose(1, 2)  # (B, L, width), row-major cells
         keep = (torch.arange(x.shape[1], device=x.device)[None, :] < cells[:, None]).unsqueeze(-1).to(x.dtype)
         x = x * keep
         for block in self.blocks:
@@ -141,11 +162,12 @@ class Reader(nn.Module):
         if config.patch_w % CELL_W or config.patch_size != GLYPH:
             raise ValueError(f"the reader needs {GLYPH}-px-high patches a whole number of {CELL_W}-px cells wide")
         self.cells_per_token = config.patch_w // CELL_W
-        self.stem = GlyphStem(config.stem_width, config.stem_layers, config.stem_kernel, config.width)
+        self.stem = GlyphStem(config.stem_width, config.stem_layers, config.stem_kernel, config.width,
+                              config.stem_pixels)
         # Pages, scans and screenshots arrive as glyph cells cut from real fonts (``strips.py``); a stem of their
         # own learns those without moving how typed text on the grid reads (lab notebook, probes s3-s4).
-        self.page_stem = GlyphStem(config.stem_width, config.stem_layers, config.stem_kernel, config.width) \
-            if config.page_stem else None
+        self.page_stem = GlyphStem(config.stem_width, config.stem_layers, config.stem_kernel, config.width,
+                                   config.page_stem_pixels) if config.page_stem else None
         self.body = Body(config.width, config.layers, config.heads, int(config.width * config.mlp_ratio),
                          config.max_positions, config.norm_eps)
         from vc2l_retriever.model import pixel_normalizer  # model.py builds this class: imported late, no cycle
@@ -206,4 +228,4 @@ class Reader(nn.Module):
         return out, {"cells": cells, "states": torch.stack(states, dim=1), "keep": keep, "pooled": pooled}
 
 
-__all__ = ["Body", "GlyphStem", "Reader"]
+__all__ = ["Body", "GlyphStem", "PixelBranch", "Reader"]

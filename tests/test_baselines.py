@@ -128,3 +128,15 @@ def test_the_model_card_evaluation_scores_image_to_caption_with_ocr_and_minilm(
     assert results[tev.OCR_MINILM]["image->caption"]["recall@1"] >= 0.9  # Tesseract may misread one word
     assert "image->caption" not in results[tev.MINILM]
     assert "(OCR) |" in capsys.readouterr().out
+
+
+def test_the_model_card_shows_ocr_minilm_where_minilm_cannot_read_the_query() -> None:
+    from vc2l_retriever.training.reader_card import results_table
+
+    figures = {"recall@1": 0.5, "mrr@10": 0.6, "n": 10}
+    table = results_table({"ood": {"vc2l": {"title->section": figures, "image->caption": {**figures, "recall@1": 0.1}},
+                                   "all-MiniLM-L6-v2": {"title->section": {**figures, "recall@1": 0.25}},
+                                   "ocr+all-MiniLM-L6-v2": {"image->caption": {**figures, "recall@1": 0.4}}}})
+    rows = {line.split(" | ")[1]: line for line in table.splitlines()[2:]}
+    assert rows["title->section"].endswith("| 0.250 / 0.600 | n/a | 2.00x |")
+    assert rows["image->caption"].endswith("| 0.400 / 0.600 (OCR) | n/a | 0.25x |")

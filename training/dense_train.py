@@ -178,10 +178,10 @@ lr_factor = functools.partial(trainer_lr_factor, min_ratio=0.1)
 def build_module(recipe: DenseRecipe, teacher: TextTeacher) -> VC2LModule:
     """The starting network: from a run, from a model folder, or a fresh stem with the teacher's body."""
     if recipe.init_from and (Path(recipe.init_from) / "latest.json").is_file():
-        run_cfg = json.loads((Path(recipe.init_from) / "model_config.json").read_text(encoding="utf-8"))
+        config, weights, _ = _run_weights(Path(recipe.init_from))
         # ``overrides`` may add a stem's pixel branch to a run's model; the branch starts at zero (PixelBranch)
-        module = VC2LModule(dataclasses.replace(VC2LConfig.from_dict(run_cfg), **recipe.overrides))
-        missing, unexpected = module.model.load_state_dict(load_checkpoint(Path(recipe.init_from))[0], strict=False)
+        module = VC2LModule(dataclasses.replace(config, **recipe.overrides))
+        missing, unexpected = module.model.load_state_dict(weights, strict=False)
         if unexpected or any(".pixels." not in key for key in missing):
             raise ValueError(f"{recipe.init_from}'s weights do not fit the recipe's model: missing {missing}, "
                              f"unexpected {unexpected}")

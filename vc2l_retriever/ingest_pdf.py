@@ -384,14 +384,19 @@ def _render_page(page: pdfium.PdfPage, options: IngestOptions) -> tuple[Image.Im
         bitmap.close()
 
 
+def _blank(image: Image.Image) -> bool:
+    """Nothing drawn here (under 16 grey levels of contrast): an empty page or tile would only add noise."""
+    low, high = image.convert("L").getextrema()
+    return high - low < 16
+
+
 def _page_tiles(page: pdfium.PdfPage, options: IngestOptions, short_text: str) -> list[Chunk]:
     """Render the page and cut it into square tiles, one ``page`` snippet per non-blank tile (or, without
     ``page_tiles``, the whole page as one ``page`` snippet)."""
     tile = options.page_tile_px
     image, scale = _render_page(page, options)
     if not options.page_tiles:
-        low, high = image.convert("L").getextrema()
-        if high - low < 16:
+        if _blank(image):
             return []
         meta: dict[str, Any] = {"element": "page_image", "render_scale": round(scale, 4),
                                 "reason": "no usable text layer"}
@@ -405,8 +410,7 @@ def _page_tiles(page: pdfium.PdfPage, options: IngestOptions, short_text: str) -
             box = (column * tile, band * tile, min(image.width, (column + 1) * tile),
                    min(image.height, (band + 1) * tile))
             crop = image.crop(box)
-            low, high = crop.convert("L").getextrema()
-            if high - low < 16:  # nothing drawn here: an empty tile would only add noise to the index
+            if _blank(crop):
                 blank += 1
                 continue
             if crop.size != (tile, tile):  # pad edge tiles so the renderer does not stretch them

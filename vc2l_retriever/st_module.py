@@ -76,10 +76,6 @@ class VC2LModule(InputModule):
             pages += [page] * len(drawn)
         return canvases, owners, pages
 
-    def render_batch(self, inputs: Sequence[Any], prompt: str | None = None) -> list[np.ndarray]:
-        """Every canvas of a batch of inputs (see :meth:`render_inputs`)."""
-        return self.render_inputs(inputs, prompt)[0]
-
     def canvases_to_features(self, canvases: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         """Stack canvases (padding shorter ones with background) into normalised ``pixel_values``."""
         if not canvases:

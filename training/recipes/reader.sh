@@ -15,7 +15,8 @@ set -euo pipefail
 #    gimp-help-*, texlive-pictures-doc.
 apt-get install -y python3.11-doc python-scipy-doc python-skimage-doc sphinx-doc postgresql-doc-15 \
     kicad-doc-en texlive-latex-extra-doc wordnet-base octave-doc git-doc debian-reference-en gnucash-docs \
-    fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-open-sans
+    fonts-dejavu-core fonts-dejavu-extra fonts-liberation fonts-open-sans \
+    nettle-dev fontconfig valgrind bzip2-doc libtasn1-doc shared-mime-info  # the ood2 CSR PDFs (step 5)
 #    Fonts for the page stem (step 3c): DejaVu and Liberation Sans/Sans Narrow/Mono are drawn in training; Liberation
 #    Serif and Open Sans only score the strip eval.
 ROOTS="/usr/share/doc/python3.11/html /usr/share/doc/python-scipy-doc/html /usr/share/doc/python-skimage-doc/html
@@ -44,8 +45,9 @@ python -m vc2l_retriever.training.dense_train training/recipes/reader_a5.yaml 2>
 python -m vc2l_retriever.training.dense_train training/recipes/reader_b3.yaml 2>&1 | tee -a runs/probe-b3.log
 #    c: the page stem, for pages, scans and screenshots read as glyph cells (issue 17): the stem of b3 taught by
 #       itself to read real fonts and real PDF pages of the training manuals (probes s3-s6); the shipped model
-#       is b3 with s6's stem beside its own (typed text reads exactly as b3). Probes s7/s8 (a pixel branch in the
-#       page stem, strips_s7.yaml, strips_s8.yaml) were not shipped: lab notebook.
+#       is b3 with s6's stem beside its own (typed text reads exactly as b3). Probes s7-s11 (a pixel branch in the
+#       page stem, strips_s7.yaml to strips_s9.yaml and strips_s11.yaml; s10 on a local line finder) were not
+#       shipped: lab notebook.
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s3.yaml 2>&1 | tee -a runs/probe-s3.log
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s4.yaml 2>&1 | tee -a runs/probe-s4.log
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s5.yaml 2>&1 | tee -a runs/probe-s5.log
@@ -73,3 +75,12 @@ python -m vc2l_retriever.training.build_dataset data/ood_pdfs_src --out data/ood
     --heldout-fraction 1.0 --max-pages 40
 python benchmarks/bench_quality.py --data data/ood_pdfs/heldout.jsonl --csr-pdfs 4 --max-pages 40 --max-queries 200 \
     --json runs/csr_ood.json
+#    A second out-of-domain CSR set (ood2, since probe s9): every English PDF manual installed here from a package
+#    neither trained on nor reserved (nettle-dev, fontconfig, valgrind, bzip2-doc, libtasn1-doc, shared-mime-info).
+mkdir -p data/ood2_pdfs_src
+for f in /usr/share/doc/nettle-dev/nettle.pdf.gz /usr/share/doc/fontconfig/fontconfig-user.pdf.gz \
+         /usr/share/doc/valgrind/valgrind_manual.pdf.gz; do gunzip -c "$f" > "data/ood2_pdfs_src/$(basename "$f" .gz)"; done
+gunzip -c /usr/share/doc/bzip2/manual.pdf.gz > data/ood2_pdfs_src/bzip2-manual.pdf
+cp /usr/share/doc/libtasn1-doc/libtasn1.pdf /usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf data/ood2_pdfs_src/
+vc2l eval data/ood_pdfs/heldout.jsonl --model vc2l_retriever/models/vc2l-default --protocol csr \
+    --pdfs data/ood2_pdfs_src --max-pages 40 --max-queries 300 --baselines --json runs/csr_ood2.json

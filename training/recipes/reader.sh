@@ -82,5 +82,5 @@ for f in /usr/share/doc/nettle-dev/nettle.pdf.gz /usr/share/doc/fontconfig/fontc
          /usr/share/doc/valgrind/valgrind_manual.pdf.gz; do gunzip -c "$f" > "data/ood2_pdfs_src/$(basename "$f" .gz)"; done
 gunzip -c /usr/share/doc/bzip2/manual.pdf.gz > data/ood2_pdfs_src/bzip2-manual.pdf
 cp /usr/share/doc/libtasn1-doc/libtasn1.pdf /usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf data/ood2_pdfs_src/
-vc2l eval data/ood_pdfs/heldout.jsonl --model vc2l_retriever/models/vc2l-default --protocol csr \
+python -m vc2l_retriever.cli eval data/ood_pdfs/heldout.jsonl --model vc2l_retriever/models/vc2l-default --protocol csr \
     --pdfs data/ood2_pdfs_src --max-pages 40 --max-queries 300 --baselines --json runs/csr_ood2.json

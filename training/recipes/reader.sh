@@ -44,24 +44,27 @@ python -m vc2l_retriever.training.build_dataset /usr/share/doc/gnucash-docs/gnuc
 python -m vc2l_retriever.training.dense_train training/recipes/reader_a5.yaml 2>&1 | tee -a runs/probe-a5.log
 python -m vc2l_retriever.training.dense_train training/recipes/reader_b3.yaml 2>&1 | tee -a runs/probe-b3.log
 #    c: the page stem, for pages, scans and screenshots read as glyph cells (issue 17): the stem of b3 taught by
-#       itself to read real fonts and real PDF pages of the training manuals (probes s3-s6); the shipped model
-#       is b3 with s6's stem beside its own (typed text reads exactly as b3). Probes s7-s11 (a pixel branch in the
-#       page stem, strips_s7.yaml to strips_s9.yaml and strips_s11.yaml; s10 on a local line finder) were not
-#       shipped: lab notebook.
+#       itself to read real fonts and real PDF pages of the training manuals (probes s3-s6), then given a
+#       pixel-level branch (s7) and trained on fresh texts (s8, s9, s11, s12); the shipped model is b3 with s12's
+#       stem beside its own (typed text reads exactly as b3). Probe s10 (a local line finder) was not shipped.
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s3.yaml 2>&1 | tee -a runs/probe-s3.log
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s4.yaml 2>&1 | tee -a runs/probe-s4.log
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s5.yaml 2>&1 | tee -a runs/probe-s5.log
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s6.yaml 2>&1 | tee -a runs/probe-s6.log
+for s in s7 s8 s9 s11 s12; do
+    python -m vc2l_retriever.training.dense_train "training/recipes/strips_$s.yaml" 2>&1 | tee -a "runs/probe-$s.log"
+done
 
 # 4. Export (fp16) into the package, measure, write the card.
-python -m vc2l_retriever.training.dense_train training/recipes/strips_s6.yaml --export vc2l_retriever/models/vc2l-default \
+python -m vc2l_retriever.training.dense_train training/recipes/strips_s12.yaml --export vc2l_retriever/models/vc2l-default \
     --text-from runs/probe-b3
 python -m vc2l_retriever.training.evaluate --model vc2l_retriever/models/vc2l-default \
     --heldout in-domain=data/docs/heldout.jsonl --heldout out-of-domain=data/ood/heldout.jsonl \
     --heldout ood-gnucash=data/ood_gnucash/heldout.jsonl --json runs/eval_reader.json
 python -m vc2l_retriever.training.bench_speed --model vc2l_retriever/models/vc2l-default | tee runs/speed_reader.json
 python -m vc2l_retriever.training.reader_card vc2l_retriever/models/vc2l-default \
-    --runs runs/probe-a5 runs/probe-b3 runs/probe-s3 runs/probe-s4 runs/probe-s5 runs/probe-s6 \
+    --runs runs/probe-a5 runs/probe-b3 runs/probe-s3 runs/probe-s4 runs/probe-s5 runs/probe-s6 runs/probe-s7 \
+    runs/probe-s8 runs/probe-s9 runs/probe-s11 runs/probe-s12 \
     --eval runs/eval_reader.json --speed runs/speed_reader.json \
     --notes training/recipes/reader_card_notes.md
 

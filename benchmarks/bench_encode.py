@@ -18,18 +18,7 @@ import torch
 
 import vc2l_retriever
 from vc2l_retriever import RenderConfig, Renderer, Snippet
-
-WORDS = ("vision centric contrastive learning renders every input as pixels so that text images and "
-         "interleaved snippets of web pages share one encoder without any tokenizer or ocr step").split()
-
-
-def passage(n_chars: int, seed: int) -> str:
-    """A deterministic passage of about ``n_chars`` characters (varied so nothing is cached)."""
-    out, i = [], seed
-    while sum(len(w) + 1 for w in out) < n_chars:
-        out.append(WORDS[(i * 7 + len(out) * 3) % len(WORDS)])
-        i += 1
-    return " ".join(out)[:n_chars]
+from vc2l_retriever.training.bench_speed import word_passage as passage
 
 
 def rate(fn, n: int, min_seconds: float = 2.0) -> float:

@@ -152,6 +152,19 @@ def test_reader_reads_the_content_end_from_the_pixels(reader_model) -> None:  # 
     assert cells.tolist() == [5, 30]
 
 
+def test_reader_tokens_of_six_cells_run_across_the_line_end_in_reading_order() -> None:
+    config = VC2LConfig.from_preset("reader-micro", patch_width=48)  # 6 cells a token; 28 cells a line
+    reader = vc2l_retriever.create(config, seed=0, device="cpu")
+    pixels = reader.vc2l.preprocess(["x" * 40])["pixel_values"]  # one full line and 12 cells of the next
+    with torch.inference_mode():
+        cells, tokens, counts = reader.vc2l.model.tokens(pixels)
+    assert counts.tolist() == [7]  # 40 cells: six tokens of 6 and a last one of 4
+    np.testing.assert_allclose(tokens[0, 4].numpy(), cells[0, 24:30].mean(0).numpy(), atol=1e-6)  # 24-27 + 28-29
+    np.testing.assert_allclose(tokens[0, 6].numpy(), cells[0, 36:40].mean(0).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        VC2LConfig(patch_width=48)  # the ViT's patches tile the canvas in 2-D: 224 px is not a multiple of 48
+
+
 def test_the_reader_network_saves_and_loads_through_load(tmp_path, reader_model) -> None:  # noqa: ANN001
     reader_model.save(str(tmp_path / "reader"))
     loaded = vc2l_retriever.load(tmp_path / "reader")

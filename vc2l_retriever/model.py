@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vc2l_retriever.render import RenderConfig
+from vc2l_retriever.render import CELL_W, RenderConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -75,7 +75,10 @@ class VC2LConfig:
             raise ValueError("page_stem_pixels needs page_stem")
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
-        if self.render.width % self.patch_w or self.render.max_height % self.patch_size:
+        # The ViT cuts the canvas into a 2-D grid of patches; the reader groups cells along the reading order, so
+        # its tokens may run across a line end (five or six characters a token on a 28-cell line).
+        across = self.render.width % (CELL_W if self.arch == "reader" else self.patch_w)
+        if across or self.render.max_height % self.patch_size:
             raise ValueError("the canvas size must be a multiple of the patch size")
 
     @property

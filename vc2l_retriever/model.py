@@ -77,8 +77,8 @@ class VC2LConfig:
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
         # The ViT cuts the canvas into a 2-D grid of patches; the reader groups cells along the reading order, so
         # its tokens may run across a line end (five or six characters a token on a 28-cell line).
-        across = self.render.width % (CELL_W if self.arch == "reader" else self.patch_w)
-        if across or self.render.max_height % self.patch_size:
+        column = CELL_W if self.arch == "reader" else self.patch_w
+        if self.render.width % column or self.render.max_height % self.patch_size:
             raise ValueError("the canvas size must be a multiple of the patch size")
 
     @property

@@ -79,6 +79,16 @@ def test_score_rankings_averages_per_query_metrics() -> None:
     assert metrics["ndcg@10"] == pytest.approx((1 + ndcg_second) / 2)
 
 
+def test_paired_bootstrap_brackets_a_consistent_gain_and_straddles_zero_for_noise() -> None:
+    base = np.array([0.2, 0.5, 0.0, 1.0, 0.3] * 20)
+    mean, low, high = ev.paired_bootstrap(base, base + 0.1)
+    assert mean == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1)
+    flips = np.array([1.0, -1.0] * 50)  # half the queries gain what the other half lose
+    mean, low, high = ev.paired_bootstrap(base, base + flips)
+    assert mean == pytest.approx(0.0) and low < 0 < high
+    assert ev.query_metrics(np.array([[0.9, 0.1], [0.2, 0.8]]), [{0}, {0}], ks=(1,))["recall@1"].tolist() == [1, 0]
+
+
 def test_grouped_documents_score_their_best_member_and_candidates_restrict_the_pool() -> None:
     def scorer(queries: Sequence[Snippet], documents: Sequence[Snippet]) -> np.ndarray:
         return np.array([[0.1, 0.7, 0.2, 0.6]])

@@ -103,20 +103,36 @@ def rank_targets(scores: np.ndarray, relevant: Collection[int], k: int) -> list[
     return order[:k].tolist()
 
 
-def score_rankings(scores: np.ndarray, relevant: Sequence[Collection[int]], ks: Sequence[int] = KS) -> dict[str, float]:
-    """Mean Recall@k (each ``ks``), MRR@10 and nDCG@10 of a ``(n_queries, n_targets)`` score matrix."""
+def query_metrics(scores: np.ndarray, relevant: Sequence[Collection[int]], ks: Sequence[int] = KS
+                  ) -> dict[str, np.ndarray]:
+    """Per query: Recall@k (each ``ks``), MRR@10 and nDCG@10 of a ``(n_queries, n_targets)`` score matrix."""
     if len(relevant) != scores.shape[0]:
         raise ValueError(f"{scores.shape[0]} score rows but {len(relevant)} relevance sets")
     depth = max(*ks, 10)
-    totals = dict.fromkeys([f"recall@{k}" for k in ks] + ["mrr@10", "ndcg@10"], 0.0)
-    for row, rel in zip(scores, relevant, strict=True):
+    out = {name: np.zeros(len(relevant)) for name in [f"recall@{k}" for k in ks] + ["mrr@10", "ndcg@10"]}
+    for q, (row, rel) in enumerate(zip(scores, relevant, strict=True)):
         ranked = rank_targets(row, rel, depth)
         for k in ks:
-            totals[f"recall@{k}"] += recall_at_k(ranked, rel, k)
-        totals["mrr@10"] += mrr_at_k(ranked, rel, 10)
-        totals["ndcg@10"] += ndcg_at_k(ranked, rel, 10)
+            out[f"recall@{k}"][q] = recall_at_k(ranked, rel, k)
+        out["mrr@10"][q] = mrr_at_k(ranked, rel, 10)
+        out["ndcg@10"][q] = ndcg_at_k(ranked, rel, 10)
+    return out
+
+
+def score_rankings(scores: np.ndarray, relevant: Sequence[Collection[int]], ks: Sequence[int] = KS) -> dict[str, float]:
+    """Mean Recall@k (each ``ks``), MRR@10 and nDCG@10 of a ``(n_queries, n_targets)`` score matrix."""
+    per_query = query_metrics(scores, relevant, ks)
     n = max(len(relevant), 1)
-    return {name: value / n for name, value in totals.items()}
+    return {name: float(values.sum()) / n for name, values in per_query.items()}
+
+
+def paired_bootstrap(base: np.ndarray, new: np.ndarray, resamples: int = 10_000, seed: int = 0
+                     ) -> tuple[float, float, float]:
+    """Mean of ``new - base`` over the same queries and its 95% interval from resampling the queries."""
+    diff = np.asarray(new, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+    draws = np.random.default_rng(seed).integers(0, diff.size, size=(resamples, diff.size))
+    means = diff[draws].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 # ------------------------------------------------------------------------------------------ retrieval sets
@@ -256,10 +272,9 @@ def _group_max(scores: np.ndarray, groups: Sequence[int], n_targets: int) -> np.
     return out
 
 
-def evaluate_set(rset: RetrievalSet, scorer: Scorer, ks: Sequence[int] = KS) -> dict[str, float]:
-    """Score one set: the metrics of :func:`score_rankings` plus ``queries`` and ``targets`` (mean pool size)."""
-    if not rset.queries:
-        return {"queries": 0, "targets": rset.n_targets}
+def set_scores(rset: RetrievalSet, scorer: Scorer) -> tuple[np.ndarray, float]:
+    """The ``(n_queries, n_targets)`` score matrix of a non-empty set (targets outside a query's candidates at
+    -inf) and the mean pool size."""
     scores = np.asarray(scorer(rset.queries, rset.documents), dtype=np.float32)
     if rset.groups is not None:
         scores = _group_max(scores, rset.groups, rset.n_targets)
@@ -270,6 +285,14 @@ def evaluate_set(rset: RetrievalSet, scorer: Scorer, ks: Sequence[int] = KS) -> 
             allowed[q, targets] = True
         scores = np.where(allowed, scores, -np.inf)
         pool = float(np.mean([len(c) for c in rset.candidates]))
+    return scores, pool
+
+
+def evaluate_set(rset: RetrievalSet, scorer: Scorer, ks: Sequence[int] = KS) -> dict[str, float]:
+    """Score one set: the metrics of :func:`score_rankings` plus ``queries`` and ``targets`` (mean pool size)."""
+    if not rset.queries:
+        return {"queries": 0, "targets": rset.n_targets}
+    scores, pool = set_scores(rset, scorer)
     return {**score_rankings(scores, rset.relevant, ks), "queries": len(rset.queries), "targets": pool}
 
 

@@ -1,0 +1,77 @@
+"""The page stem's decision rule (lab notebook, probe s12): two models on the same CSR queries, paired.
+
+Page-from-title retrieval from pixels on three sets: ``ood`` (octave, GnuCash), ``ood2`` (six more manuals never
+trained on) and ``in-domain`` (24 held-out texlive PDFs of the training manuals), as ``training/recipes/reader.sh``
+builds them. Prints each model's Recall@1 / nDCG@10 per set, the pooled figures, and the paired difference of
+per-query nDCG@10 with its 95% bootstrap interval over queries.
+
+    python -m vc2l_retriever.training.csr_compare BASE_MODEL NEW_MODEL
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import random
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+
+from vc2l_retriever import evaluation as ev
+
+
+def csr_sets(data: str = "data") -> dict[str, tuple[list[ev.CSRPair], int, int]]:
+    """Name -> (page pairs, max queries, max pages), fixed before any model was scored on them."""
+    held = ev.pdf_sources(ev.open_documents(f"{data}/docs/heldout.jsonl", None))
+    random.Random(0).shuffle(held)
+    return {
+        "ood": (ev.csr_pairs(sorted(glob.glob(f"{data}/ood_pdfs_src/*.pdf")), max_pages=40), 200, 40),
+        "ood2": (ev.csr_pairs(sorted(glob.glob(f"{data}/ood2_pdfs_src/*.pdf")), max_pages=40), 300, 40),
+        "in-domain": (ev.csr_pairs(held[:24], max_pages=8), 500, 8),
+    }
+
+
+def per_query(model_path: str, sets: dict[str, tuple[list[ev.CSRPair], int, int]]) -> dict[str, dict[str, np.ndarray]]:
+    """Set name -> per-query Recall@1 and nDCG@10 of one model (pages read from pixels, as the index reads them)."""
+    import vc2l_retriever
+
+    model = vc2l_retriever.load(model_path)
+    scorer = ev.dense_scorer(ev.model_encoder(model, 32))
+    out = {}
+    for name, (pairs, max_queries, max_pages) in sets.items():
+        with tempfile.TemporaryDirectory() as tiles:
+            rset = ev.csr_set(pairs, max_queries=max_queries, seed=0, max_pages=max_pages, tile_dir=tiles,
+                              **ev.page_options(model))
+            scores, _ = ev.set_scores(rset, scorer)
+        out[name] = ev.query_metrics(scores, rset.relevant, ks=(1,))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("base")
+    parser.add_argument("new")
+    parser.add_argument("--data", default="data", help="the folder reader.sh built")
+    args = parser.parse_args(argv)
+    sets = csr_sets(args.data)
+    runs = {path: per_query(path, sets) for path in (args.base, args.new)}
+    lines, pooled_ndcg = [], []
+    for path, result in runs.items():
+        for name, m in result.items():
+            n = m["ndcg@10"].size
+            lines.append(f"{path}  {name}: R@1 {m['recall@1'].mean():.3f} / nDCG@10 {m['ndcg@10'].mean():.3f} "
+                         f"({round(m['recall@1'].mean() * n)} of {n} at rank 1)")
+        ndcg = np.concatenate([m["ndcg@10"] for m in result.values()])
+        hits = sum(float(m["recall@1"].sum()) for m in result.values())
+        lines.append(f"{path}  pooled: {hits:.1f} of {ndcg.size} at rank 1, nDCG@10 {ndcg.mean():.3f}")
+        pooled_ndcg.append(ndcg)
+    mean, low, high = ev.paired_bootstrap(*pooled_ndcg)
+    lines.append(f"nDCG@10 new - base: {mean:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}] (10,000 resamples)")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -521,3 +521,23 @@ def test_evaluate_command_scores_each_set_with_vc2l_minilm_and_bm25(tmp_path: Pa
     printed = capsys.readouterr().out
     assert "| out-of-domain | title->section | 2 |" in printed and "| docs | next-snippet | 3 |" in printed
     assert printed.count("\n") == 2 + 4
+
+
+def test_csr_compare_pairs_two_saved_score_files_query_by_query(tmp_path, capsys) -> None:
+    from vc2l_retriever.training import csr_compare
+
+    base = {"ood": {"recall@1": np.array([1.0, 0.0, 0.0]), "ndcg@10": np.array([1.0, 0.5, 0.0])},
+            "ood2": {"recall@1": np.array([0.0, 1.0]), "ndcg@10": np.array([0.3, 1.0])}}
+    new = {name: {k: np.minimum(v + 0.25, 1.0) for k, v in m.items()} for name, m in base.items()}
+    csr_compare.save_scores(str(tmp_path / "base.npz"), base)
+    csr_compare.save_scores(str(tmp_path / "new.npz"), new)
+    loaded = csr_compare.load_scores(str(tmp_path / "base.npz"))
+    assert loaded["ood2"]["ndcg@10"].tolist() == [0.3, 1.0]
+    assert csr_compare.main([str(tmp_path / "base.npz"), str(tmp_path / "new.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "base.npz  pooled: 2.0 of 5 at rank 1, nDCG@10 0.560" in out
+    # Pairs are matched query by query: three queries gain 0.25, two sit at the ceiling, none loses.
+    mean = float(np.mean([0.0, 0.25, 0.25, 0.25, 0.0]))
+    assert f"nDCG@10 new - base: {mean:+.4f}" in out
+    low = float(out.split("interval [")[1].split(",")[0])
+    assert low > 0

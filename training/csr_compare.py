@@ -6,6 +6,10 @@ builds them. Prints each model's Recall@1 / nDCG@10 per set, the pooled figures,
 per-query nDCG@10 with its 95% bootstrap interval over queries.
 
     python -m vc2l_retriever.training.csr_compare BASE_MODEL NEW_MODEL
+    python -m vc2l_retriever.training.csr_compare MODEL --save base.npz   # score once, pair later
+
+A saved file stands in for a model, which is how two models that need different code (a page stem trained on
+another line cut) are paired: each is scored by its own checkout, then both files are compared.
 """
 
 from __future__ import annotations
@@ -49,14 +53,37 @@ def per_query(model_path: str, sets: dict[str, tuple[list[ev.CSRPair], int, int]
     return out
 
 
+def save_scores(path: str, result: dict[str, dict[str, np.ndarray]]) -> None:
+    np.savez(path, **{f"{name}/{metric}": v for name, m in result.items() for metric, v in m.items()})
+
+
+def load_scores(path: str) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path) as saved:
+        for key in saved.files:
+            name, metric = key.split("/", 1)
+            out.setdefault(name, {})[metric] = saved[key]
+    return out
+
+
+def scores_of(path: str, data: str) -> dict[str, dict[str, np.ndarray]]:
+    """A saved ``.npz`` of per-query scores, or a model scored now."""
+    return load_scores(path) if path.endswith(".npz") else per_query(path, csr_sets(data))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("base")
-    parser.add_argument("new")
+    parser.add_argument("base", help="model folder or name, or a .npz saved by --save")
+    parser.add_argument("new", nargs="?", help="the same; leave out with --save")
+    parser.add_argument("--save", help="score BASE alone and save its per-query scores here (.npz)")
     parser.add_argument("--data", default="data", help="the folder reader.sh built")
     args = parser.parse_args(argv)
-    sets = csr_sets(args.data)
-    runs = {path: per_query(path, sets) for path in (args.base, args.new)}
+    if args.save:
+        save_scores(args.save, scores_of(args.base, args.data))
+        return 0
+    if args.new is None:
+        parser.error("give NEW, or --save")
+    runs = {path: scores_of(path, args.data) for path in (args.base, args.new)}
     lines, pooled_ndcg = [], []
     for path, result in runs.items():
         for name, m in result.items():

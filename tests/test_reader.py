@@ -145,15 +145,6 @@ def test_reader_embeddings_do_not_depend_on_padding_or_batch_company(reader_mode
     np.testing.assert_allclose(alone[0], together[0], atol=1e-5)
 
 
-def test_a_bottleneck_stem_does_not_depend_on_padding_or_batch_company() -> None:
-    reader = vc2l_retriever.create(VC2LConfig.from_preset("reader-micro", stem_inner=8), seed=0, device="cpu")
-    assert reader.vc2l.model.stem.blocks[0].down.out_features == 8
-    short, long = "a short query", "a much longer passage that wraps onto several grid lines " * 3
-    alone = reader.encode([short])
-    together = reader.encode([short, long], batch_size=2)
-    np.testing.assert_allclose(alone[0], together[0], atol=1e-5)
-
-
 def test_reader_reads_the_content_end_from_the_pixels(reader_model) -> None:  # noqa: ANN001
     module = reader_model.vc2l
     features = module.preprocess(["abcde", "x" * 30])

@@ -52,7 +52,6 @@ class VC2LConfig:
     stem_width: int = 256  # reader: glyph stem channels
     stem_layers: int = 4  # reader: residual convolutions along the reading order
     stem_kernel: int = 5  # reader: their kernel, in cells
-    stem_inner: int = 0  # reader: channels inside a bottleneck stem block (0: full-width convolutions)
     max_positions: int = 512  # reader: body positions ([CLS] + tokens + [SEP])
     norm_eps: float = 1e-12  # reader: LayerNorm epsilon (BERT's)
     page_stem: bool = False  # reader: a second glyph stem for pages read as line strips (``strips.py``)

@@ -31,25 +31,17 @@ if TYPE_CHECKING:
 
 
 class StemBlock(nn.Module):
-    """Pre-norm residual 1-D convolution along the reading order: ``x + gelu(conv(norm(x)))``. With ``inner``,
-    a bottleneck instead: ``x + up(gelu(conv(gelu(down(norm(x))))))``, the convolution at ``inner`` channels."""
+    """Pre-norm residual 1-D convolution along the reading order: ``x + gelu(conv(norm(x)))``."""
 
-    def __init__(self, width: int, kernel: int, inner: int = 0) -> None:
+    def __init__(self, width: int, kernel: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(width)
-        self.down = nn.Linear(width, inner) if inner else None
-        self.conv = nn.Conv1d(inner or width, inner or width, kernel, padding=kernel // 2)
-        self.up = nn.Linear(inner, width) if inner else None
+        self.conv = nn.Conv1d(width, width, kernel, padding=kernel // 2)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """``x (B, L, W)``; ``keep (B, L, 1)`` zeroes cells past the content, so padding never leaks in."""
-        y = self.norm(x)
-        if self.down is not None:
-            y = F.gelu(self.down(y)) * keep  # zero again: the convolution must not read past the content
-        y = F.gelu(self.conv(y.transpose(1, 2)).transpose(1, 2))
-        if self.up is not None:
-            y = self.up(y)
-        return (x + y) * keep
+        y = self.conv(self.norm(x).transpose(1, 2)).transpose(1, 2)
+        return (x + F.gelu(y)) * keep
 
 
 class PixelBranch(nn.Module):
@@ -72,11 +64,11 @@ class PixelBranch(nn.Module):
 class GlyphStem(nn.Module):
     """Pixels ``(B, 3, H, W)`` -> one vector per character cell ``(B, L, out)``, L = cells in reading order."""
 
-    def __init__(self, width: int, layers: int, kernel: int, out: int, pixels: int = 0, inner: int = 0) -> None:
+    def __init__(self, width: int, layers: int, kernel: int, out: int, pixels: int = 0) -> None:
         super().__init__()
         self.cell = nn.Conv2d(3, width, kernel_size=(GLYPH, CELL_W), stride=(GLYPH, CELL_W))
         self.pixels = PixelBranch(pixels, width) if pixels else None
-        self.blocks = nn.ModuleList(StemBlock(width, kernel, inner) for _ in range(layers))
+        self.blocks = nn.ModuleList(StemBlock(width, kernel) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, out)
 
@@ -171,11 +163,11 @@ class Reader(nn.Module):
             raise ValueError(f"the reader needs {GLYPH}-px-high patches a whole number of {CELL_W}-px cells wide")
         self.cells_per_token = config.patch_w // CELL_W
         self.stem = GlyphStem(config.stem_width, config.stem_layers, config.stem_kernel, config.width,
-                              config.stem_pixels, config.stem_inner)
+                              config.stem_pixels)
         # Pages, scans and screenshots arrive as glyph cells cut from real fonts (``strips.py``); a stem of their
         # own learns those without moving how typed text on the grid reads (lab notebook, probes s3-s4).
         self.page_stem = GlyphStem(config.stem_width, config.stem_layers, config.stem_kernel, config.width,
-                                   config.page_stem_pixels, config.stem_inner) if config.page_stem else None
+                                   config.page_stem_pixels) if config.page_stem else None
         self.body = Body(config.width, config.layers, config.heads, int(config.width * config.mlp_ratio),
                          config.max_positions, config.norm_eps)
         from vc2l_retriever.model import pixel_normalizer  # model.py builds this class: imported late, no cycle

@@ -14,7 +14,7 @@ from vc2l_retriever.inputs import Snippet
 from vc2l_retriever.render import GLYPH
 from vc2l_retriever.strips import Strip, find_lines, fold, line_strip, page_strips, ribbon, ribbon_canvases, to_grey
 from vc2l_retriever.training.font_strips import Style, text_ribbon, wrap
-from vc2l_retriever.training.strip_distill import cell_targets, strip_text
+from vc2l_retriever.training.strip_distill import cell_targets, strip_term, strip_text
 
 MONO = sorted(glob.glob("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf"))
 needs_font = pytest.mark.skipif(not MONO, reason="DejaVu Sans Mono (Debian fonts-dejavu-core) is not installed")
@@ -103,6 +103,17 @@ def test_strip_targets_point_at_the_grid_cells_of_the_same_characters() -> None:
 
 
 @needs_font
+def test_a_strip_cell_whose_character_lies_past_the_grids_content_has_no_target() -> None:
+    target = torch.zeros(1, 4, 2)
+    target[0, :3] = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # three content cells; the fourth is zero
+    student = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]]])  # exact, twice the length, and a blank's box
+    idx = torch.tensor([[0, 1, 3]])  # the last strip cell reads a character the grid left blank past its content
+    term = strip_term(student, target, idx, content=torch.tensor([3]))
+    # Cell 0: distance 0; cell 1: (1 - cos 1) + |(0, 1)|^2 / |(0, 1)|^2 = 1; cell 2 is out (to zero: 5e7).
+    assert float(term) == pytest.approx(0.5)
+    assert float(strip_term(student, target, torch.tensor([[0, 1, -1]]), torch.tensor([3]))) == pytest.approx(0.5)
+
+
 def test_a_page_image_is_read_as_its_lines_and_pooled_into_one_vector(reader_model) -> None:  # noqa: ANN001
     module = reader_model.vc2l
     page = page_image()

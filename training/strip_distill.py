@@ -67,6 +67,21 @@ def pdf_sources(jsonl: str | None, max_pages: int = 40) -> list[tuple[str, int]]
     return sorted((pdf, pages) for pdf, pages in found.items() if pages)
 
 
+def strip_term(student: torch.Tensor, target: torch.Tensor, idx: torch.Tensor, content: torch.Tensor
+               ) -> torch.Tensor:
+    """Each strip cell's output ``(B, L, D)`` -> the teacher's output at the grid cell ``idx (B, L)`` of the same
+    character, as a relative distance, over the cells that have one.
+
+    A cell whose character lies past the grid's content (``content (B,)`` cells) has none: the grid left that
+    character blank at its end (a private-use character Unifont draws as nothing, which a real font draws as a
+    box), and the teacher's output there is zero by construction. A relative distance to zero is unbounded: one such
+    cell made a batch's term 33 times its usual value (lab notebook, fifth session).
+    """
+    mask = (idx >= 0) & (idx < content[:, None])
+    picked = target.gather(1, idx.clamp(0, target.shape[1] - 1)[..., None].expand(-1, -1, target.shape[2]))
+    return masked_mean(relative_distance(student.float(), picked.float()), mask)
+
+
 class StripDistill:
     """Batches and losses of the strip term; holds the frozen teacher stem."""
 
@@ -124,8 +139,9 @@ class StripDistill:
         choice) and ``strip_sentence`` (the strip text's embedding -> the teacher's of the grid text)."""
         grid, strips = batch["pixels"], batch["strip_pixels"]
         pages = torch.ones(strips.shape[0], dtype=torch.bool, device=strips.device)
+        content = model.content_cells(grid)
         with torch.no_grad():
-            target = self.teacher(grid, model.content_cells(grid))  # (B, Lg, D)
+            target = self.teacher(grid, content)  # (B, Lg, D)
         terms: dict[str, torch.Tensor] = {}
         if self.sentence_weight:
             embedding, extra = model(strips, hidden_states=True, pages=pages)
@@ -138,12 +154,10 @@ class StripDistill:
         idx = batch["strip_cells"].to(student.device)
         L = min(student.shape[1], idx.shape[1])
         idx = idx[:, :L]
-        mask = (idx >= 0) & (idx < target.shape[1])
-        picked = target.gather(1, idx.clamp(0, target.shape[1] - 1)[..., None].expand(-1, -1, target.shape[2]))
-        terms["strip"] = masked_mean(relative_distance(student[:, :L].float(), picked.float()), mask)
+        terms["strip"] = strip_term(student[:, :L], target, idx, content)
         n = min(grid_cells_out.shape[1], target.shape[1])
-        content = target[:, :n].abs().sum(-1) > 0
-        terms["anchor"] = masked_mean(relative_distance(grid_cells_out[:, :n].float(), target[:, :n].float()), content)
+        inked = torch.arange(n, device=content.device)[None, :] < content[:, None]
+        terms["anchor"] = masked_mean(relative_distance(grid_cells_out[:, :n].float(), target[:, :n].float()), inked)
         if self.choice_weight:
             # Which wordpiece each strip cell reads, as stage a's choice among the batch's wordpieces: regression
             # alone lets a stem unsure of a glyph output the average of the candidates (measured: probe s1).

@@ -47,6 +47,9 @@ python -m vc2l_retriever.training.dense_train training/recipes/reader_b3.yaml 2>
 #       itself to read real fonts and real PDF pages of the training manuals (probes s3-s6), then given a
 #       pixel-level branch (s7) and trained on fresh texts (s8, s9, s11, s12); the shipped model is b3 with s12's
 #       stem beside its own (typed text reads exactly as b3). Probe s10 (a local line finder) was not shipped.
+#       The shipped stem was trained before the strip term's fix (commit 44ee7a3: strip cells past the grid's
+#       content had a zero target and spiked a batch in about 80); these steps now train without the spikes, so
+#       they give a stem close to, not bit-equal with, the shipped one (`git checkout 4f89720` for the exact code).
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s3.yaml 2>&1 | tee -a runs/probe-s3.log
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s4.yaml 2>&1 | tee -a runs/probe-s4.log
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s5.yaml 2>&1 | tee -a runs/probe-s5.log

@@ -45,7 +45,7 @@ python -m vc2l_retriever.training.dense_train training/recipes/reader_a5.yaml 2>
 python -m vc2l_retriever.training.dense_train training/recipes/reader_b3.yaml 2>&1 | tee -a runs/probe-b3.log
 #    c: the page stem, for pages, scans and screenshots read as glyph cells (issue 17): the stem of b3 taught by
 #       itself to read real fonts and real PDF pages of the training manuals (probes s3-s6), then given a
-#       pixel-level branch (s7) and trained on fresh texts (s8, s9, s11, s12); the shipped model is b3 with s12's
+#       pixel-level branch (s7) and trained on fresh texts (s8, s9, s11, s12, s13); the shipped model is b3 with s13's
 #       stem beside its own (typed text reads exactly as b3). Probe s10 (a local line finder) was not shipped.
 #       The shipped stem was trained before the strip term's fix (commit 44ee7a3: strip cells past the grid's
 #       content had a zero target and spiked a batch in about 80); these steps now train without the spikes, so
@@ -54,12 +54,12 @@ python -m vc2l_retriever.training.dense_train training/recipes/strips_s3.yaml 2>
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s4.yaml 2>&1 | tee -a runs/probe-s4.log
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s5.yaml 2>&1 | tee -a runs/probe-s5.log
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s6.yaml 2>&1 | tee -a runs/probe-s6.log
-for s in s7 s8 s9 s11 s12; do
+for s in s7 s8 s9 s11 s12 s13; do
     python -m vc2l_retriever.training.dense_train "training/recipes/strips_$s.yaml" 2>&1 | tee -a "runs/probe-$s.log"
 done
 
 # 4. Export (fp16) into the package, measure, write the card.
-python -m vc2l_retriever.training.dense_train training/recipes/strips_s12.yaml --export vc2l_retriever/models/vc2l-default \
+python -m vc2l_retriever.training.dense_train training/recipes/strips_s13.yaml --export vc2l_retriever/models/vc2l-default \
     --text-from runs/probe-b3
 python -m vc2l_retriever.training.evaluate --model vc2l_retriever/models/vc2l-default \
     --heldout in-domain=data/docs/heldout.jsonl --heldout out-of-domain=data/ood/heldout.jsonl \
@@ -67,7 +67,7 @@ python -m vc2l_retriever.training.evaluate --model vc2l_retriever/models/vc2l-de
 python -m vc2l_retriever.training.bench_speed --model vc2l_retriever/models/vc2l-default | tee runs/speed_reader.json
 python -m vc2l_retriever.training.reader_card vc2l_retriever/models/vc2l-default \
     --runs runs/probe-a5 runs/probe-b3 runs/probe-s3 runs/probe-s4 runs/probe-s5 runs/probe-s6 runs/probe-s7 \
-    runs/probe-s8 runs/probe-s9 runs/probe-s11 runs/probe-s12 \
+    runs/probe-s8 runs/probe-s9 runs/probe-s11 runs/probe-s12 runs/probe-s13 \
     --eval runs/eval_reader.json --speed runs/speed_reader.json \
     --notes training/recipes/reader_card_notes.md
 

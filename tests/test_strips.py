@@ -102,7 +102,6 @@ def test_strip_targets_point_at_the_grid_cells_of_the_same_characters() -> None:
     assert targets.tolist() == [0, 1, -1, 5, -1]  # 40 lies past the text
 
 
-@needs_font
 def test_a_strip_cell_whose_character_lies_past_the_grids_content_has_no_target() -> None:
     target = torch.zeros(1, 4, 2)
     target[0, :3] = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # three content cells; the fourth is zero
@@ -114,6 +113,7 @@ def test_a_strip_cell_whose_character_lies_past_the_grids_content_has_no_target(
     assert float(strip_term(student, target, torch.tensor([[0, 1, -1]]), torch.tensor([3]))) == pytest.approx(0.5)
 
 
+@needs_font
 def test_a_page_image_is_read_as_its_lines_and_pooled_into_one_vector(reader_model) -> None:  # noqa: ANN001
     module = reader_model.vc2l
     page = page_image()

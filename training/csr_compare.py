@@ -66,9 +66,10 @@ def load_scores(path: str) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def scores_of(path: str, data: str) -> dict[str, dict[str, np.ndarray]]:
-    """A saved ``.npz`` of per-query scores, or a model scored now."""
-    return load_scores(path) if path.endswith(".npz") else per_query(path, csr_sets(data))
+def scores_of(paths: Sequence[str], data: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Path -> a saved ``.npz`` of per-query scores, or the model there scored now (the sets are built once)."""
+    sets = csr_sets(data) if any(not p.endswith(".npz") for p in paths) else {}
+    return {p: load_scores(p) if p.endswith(".npz") else per_query(p, sets) for p in paths}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,11 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", default="data", help="the folder reader.sh built")
     args = parser.parse_args(argv)
     if args.save:
-        save_scores(args.save, scores_of(args.base, args.data))
+        save_scores(args.save, scores_of([args.base], args.data)[args.base])
         return 0
     if args.new is None:
         parser.error("give NEW, or --save")
-    runs = {path: scores_of(path, args.data) for path in (args.base, args.new)}
+    runs = scores_of([args.base, args.new], args.data)
     lines, pooled_ndcg = [], []
     for path, result in runs.items():
         for name, m in result.items():

@@ -98,7 +98,7 @@ def draw_line(line: str, style: Style, rng: random.Random) -> tuple[np.ndarray, 
     return grey, np.stack([advance[:-1], advance[1:]], axis=1)
 
 
-def _ink_box(grey: np.ndarray, paper: float) -> tuple[int, int, int, int] | None:
+def ink_box(grey: np.ndarray, paper: float) -> tuple[int, int, int, int] | None:
     ink = np.abs(grey - paper) > INK_CONTRAST  # the page path's notion of ink
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
@@ -114,7 +114,7 @@ def text_ribbon(text: str, style: Style, rng: random.Random) -> tuple[np.ndarray
     for offset, line in wrap(text, _font(style.font, style.size), style.width):
         grey, chars = draw_line(line, style, rng)
         paper = paper_level(grey)
-        box = _ink_box(grey, paper)
+        box = ink_box(grey, paper)
         if box is None:  # only spaces or glyphs the font lacks
             continue
         strips.append(line_strip(grey, paper, box))
@@ -146,4 +146,4 @@ def text_canvases(texts: Sequence[str], styles: Sequence[Style], columns: int, s
     return canvases, chars
 
 
-__all__ = ["Style", "draw_line", "font_files", "random_style", "text_canvases", "text_ribbon", "wrap"]
+__all__ = ["Style", "draw_line", "font_files", "ink_box", "random_style", "text_canvases", "text_ribbon", "wrap"]

@@ -36,20 +36,25 @@ class PageLine:
     column_char: np.ndarray
 
 
-def _chars(textpage: object, n: int, scale: float, page_height: float) -> tuple[list[str], np.ndarray]:
-    """Every character of the text layer and its pixel box ``(x0, y0, x1, y1)``, y down."""
+def text_layer(page: object, scale: float) -> tuple[list[str], np.ndarray]:
+    """Every character of a pdfium page's text layer and its pixel box ``(x0, y0, x1, y1)`` at ``scale``, y down."""
     import pypdfium2.raw as pdfium_c
 
-    chars, boxes = [], np.zeros((n, 4), np.float64)
-    for i in range(n):
-        code = pdfium_c.FPDFText_GetUnicode(textpage, i)
-        chars.append("\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code))  # UTF-16 halves of astral characters
-        left, bottom, right, top = textpage.get_charbox(i, loose=False)  # type: ignore[attr-defined]
-        boxes[i] = (left * scale, (page_height - top) * scale, right * scale, (page_height - bottom) * scale)
+    textpage = page.get_textpage()  # type: ignore[attr-defined]
+    try:
+        n, height = textpage.count_chars(), page.get_height()  # type: ignore[attr-defined]
+        chars, boxes = [], np.zeros((n, 4), np.float64)
+        for i in range(n):
+            code = pdfium_c.FPDFText_GetUnicode(textpage, i)
+            chars.append("\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code))  # UTF-16 halves of astral characters
+            left, bottom, right, top = textpage.get_charbox(i, loose=False)
+            boxes[i] = (left * scale, (height - top) * scale, right * scale, (height - bottom) * scale)
+    finally:
+        textpage.close()
     return chars, boxes
 
 
-def _line(chars: list[str], boxes: np.ndarray, strip: Strip, band: tuple[int, int, int, int]) -> PageLine | None:
+def match_line(chars: list[str], boxes: np.ndarray, strip: Strip, band: tuple[int, int, int, int]) -> PageLine | None:
     """The characters whose centres fall in ``band``, in x order, spaced as drawn, matched to strip columns."""
     top, bottom, left, right = band
     cy, cx = (boxes[:, 1] + boxes[:, 3]) / 2, (boxes[:, 0] + boxes[:, 2]) / 2
@@ -86,10 +91,9 @@ def page_lines(pdf: str, page_index: int, dpi: int) -> tuple[PageLine, ...]:
         page = doc[page_index]
         scale = dpi / 72
         image = page.render(scale=scale).to_pil()
-        textpage = page.get_textpage()
-        chars, boxes = _chars(textpage, textpage.count_chars(), scale, page.get_height())
+        chars, boxes = text_layer(page, scale)
         grey, paper, bands, _ = split_page(image)
-        lines = [_line(chars, boxes, line_strip(grey, paper, band), band) for band in bands]
+        lines = [match_line(chars, boxes, line_strip(grey, paper, band), band) for band in bands]
         return tuple(line for line in lines if line is not None)
     except (pdfium.PdfiumError, IndexError):
         return ()
@@ -139,4 +143,4 @@ class PdfLines:
         return text, pixels, cell_char
 
 
-__all__ = ["PageLine", "PdfLines", "page_lines"]
+__all__ = ["PageLine", "PdfLines", "match_line", "page_lines", "text_layer"]

@@ -1,0 +1,226 @@
+"""Where page reading loses, and how a page's canvases should be scored: two no-training diagnostics (issue 17).
+
+Both read the CSR sets of ``csr_compare.py`` (pages rendered 1275 px wide, as ingestion renders a scan) with one
+model and print Recall@1 / nDCG@10 per set, pooled, and paired against the shipped path.
+
+``views``: each target page read five ways, each folded into canvases and mean-pooled as a page is:
+  P_all   every line's real pixels through the page stem (the shipped path)
+  P       only the lines the PDF's text layer covers
+  F       those lines' texts drawn by Pillow in one training font at the line's height, cut the same way
+  U_page  those texts typed on the grid (Unifont cells), through the page stem
+  U       the same canvases through the typed-text stem
+P - F is what the page's own rendering costs, F - U what reading a font costs against Unifont.
+
+``pooling``: pages folded into canvases of 20, 10 or 5 rows, each canvas one vector, a page scored by the mean of
+its canvases (one vector, shipped), its best canvas, the average of those two scores, their larger, or its best
+canvas added to the mean. ``--fresh`` scores queries no earlier decision saw instead: ood / ood2 pages 41-80
+(among pages 1-80) and the next 24 held-out texlive PDFs.
+
+    python -m vc2l_retriever.training.page_diagnostics views MODEL
+    python -m vc2l_retriever.training.page_diagnostics pooling MODEL [--fresh] [--sets ood,ood2] [--save OUT.npz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import random
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vc2l_retriever import evaluation as ev
+from vc2l_retriever.render import GLYPH, render_grid
+from vc2l_retriever.strips import Strip, fold, line_strip, paper_level, ribbon, split_page
+from vc2l_retriever.training.csr_compare import csr_sets
+from vc2l_retriever.training.font_strips import Style, draw_line, ink_box
+from vc2l_retriever.training.pdf_strips import PageLine, match_line, text_layer
+
+PAGE_WIDTH_PX = 1275  # index.GRID_PAGE_WIDTH_PX: how ingestion renders a scanned page for the reader
+DRAW_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"  # a training font (strips_s13f.yaml)
+VIEWS = ("P_all", "P", "F", "U_page", "U")
+ROWS = (20, 10, 5)
+POOLINGS = ("mean", "max", "mean+max", "max(mean,canvases)", "canvas+mean")
+
+Sets = dict[str, tuple[list[ev.CSRPair], int, int]]
+
+
+def fresh_sets(data: str = "data") -> Sets:
+    """CSR queries that no decision so far has seen (``csr_compare.csr_sets`` uses every query of its pages)."""
+    held = ev.pdf_sources(ev.open_documents(f"{data}/docs/heldout.jsonl", None))
+    random.Random(0).shuffle(held)  # the same order as csr_sets: it takes the first 24
+
+    def late(pdfs: str) -> list[ev.CSRPair]:
+        return [p for p in ev.csr_pairs(sorted(glob.glob(pdfs)), max_pages=80) if p.page > 40]
+
+    return {"ood": (late(f"{data}/ood_pdfs_src/*.pdf"), 200, 80),
+            "ood2": (late(f"{data}/ood2_pdfs_src/*.pdf"), 300, 80),
+            "in-domain": (ev.csr_pairs(held[24:48], max_pages=8), 500, 8)}
+
+
+def render(label: str) -> tuple[Any, list[str], np.ndarray]:
+    """A CSR target ``pdf#page`` rendered as ingestion renders a scan, with its text layer's characters and boxes."""
+    import pypdfium2 as pdfium
+
+    pdf, page = label.rsplit("#", 1)
+    doc = pdfium.PdfDocument(pdf)
+    try:
+        p = doc[int(page) - 1]
+        scale = PAGE_WIDTH_PX / p.get_size()[0]
+        image = p.render(scale=scale).to_pil().convert("RGB")
+        chars, boxes = text_layer(p, scale)
+    finally:
+        doc.close()
+    return image, chars, boxes
+
+
+def typed_canvases(text: str, cfg: Any) -> list[np.ndarray]:
+    """``text`` on the grid in canvases of ``max_rows`` rows (what typing the page's lines in order gives)."""
+    per = cfg.columns * cfg.max_rows
+    out = []
+    for start in range(0, len(text), per):
+        rows, used = render_grid(text[start:start + per], cfg.columns, cfg.max_rows, ink=cfg.ink,
+                                 background=cfg.background)
+        out.append(np.repeat(rows[: max(used, 1) * GLYPH, :, None], 3, axis=2))
+    return out
+
+
+def page_views(label: str, cfg: Any) -> dict[str, tuple[list[np.ndarray], bool]]:
+    """View name -> (canvases, through the page stem) for one page; see the module's docstring."""
+    image, chars, boxes = render(label)
+    grey, paper, bands, _ = split_page(image)
+    strips = [line_strip(grey, paper, band) for band in bands]
+    matched: list[tuple[PageLine, tuple[int, int, int, int]]] = []
+    for strip, band in zip(strips, bands, strict=True):
+        line = match_line(chars, boxes, strip, band)
+        if line is not None:
+            matched.append((line, band))
+    drawn: list[Strip] = []
+    for line, (top, bottom, _, _) in matched:  # at the line's height, capped: a tall band is a boxed figure
+        g, _ = draw_line(line.text, Style(font=DRAW_FONT, size=min(48, max(9, bottom - top)), width=10**6),
+                         random.Random(0))
+        box = ink_box(g, paper_level(g))
+        if box is not None:
+            drawn.append(line_strip(g, paper_level(g), box))
+
+    def canvases(ss: list[Strip]) -> list[np.ndarray]:
+        return fold(ribbon(ss, cfg.background)[0], cfg.columns, cfg.max_rows, cfg.background) if ss else []
+
+    typed = typed_canvases(" ".join(line.text for line, _ in matched).lower(), cfg)
+    return {"P_all": (canvases(strips), True), "P": (canvases([line.strip for line, _ in matched]), True),
+            "F": (canvases(drawn), True), "U_page": (typed, True), "U": (typed, False)}
+
+
+@torch.no_grad()
+def canvas_vectors(module: Any, canvases: Sequence[np.ndarray], page: bool) -> np.ndarray:
+    """Unit vectors ``(n, dim)`` of canvases read as page strips (``page``) or as typed text."""
+    if not canvases:
+        return np.zeros((1, module.get_embedding_dimension()), np.float32)
+    out = []
+    for start in range(0, len(canvases), 16):
+        features = module.canvases_to_features(canvases[start:start + 16])
+        pages = torch.full((features["pixel_values"].shape[0],), page, dtype=torch.bool)
+        out.append(F.normalize(module.model(features["pixel_values"], features["patch_rows"], pages=pages), dim=-1))
+    return torch.cat(out).numpy()
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
+
+
+def page_score(q: np.ndarray, canvases: np.ndarray, pooling: str) -> np.ndarray:
+    """Scores ``(queries,)`` of one page given as its canvases' unit vectors ``(n, dim)``."""
+    mean = unit(canvases.mean(0))
+    if pooling == "mean":
+        return q @ mean
+    best = (q @ canvases.T).max(1)
+    if pooling == "max":
+        return best
+    if pooling == "mean+max":  # = the best canvas stored as [mean, canvas] and searched with [q, q], cosine
+        return (q @ mean + best) / 2
+    if pooling == "max(mean,canvases)":  # = a multivector point [mean, canvases...] under Qdrant's MAX_SIM
+        return np.maximum(q @ mean, best)
+    if pooling == "canvas+mean":  # = one 384-d point a canvas, unit(canvas + mean), the page's best
+        return (q @ unit(canvases + canvases.mean(0)).T).max(1)
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+def pooled_scores(q: np.ndarray, pages: Sequence[np.ndarray], pooling: str) -> np.ndarray:
+    """``(queries, pages)`` scores of pages given as their canvases' unit vectors."""
+    return np.stack([page_score(q, v, pooling) for v in pages], axis=1) if pages else np.zeros((len(q), 0))
+
+
+def run(model: Any, sets: Sets, page_vectors: Callable[[str], dict[str, np.ndarray]],
+        scorings: Sequence[tuple[str, str, str]]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Per set, per scoring name: per-query metrics. ``scorings``: (name, page vector key, pooling)."""
+    out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for name, (pairs, max_queries, max_pages) in sets.items():
+        with tempfile.TemporaryDirectory() as tiles:
+            rset = ev.csr_set(pairs, max_queries=max_queries, seed=0, max_pages=max_pages, tile_dir=tiles,
+                              **ev.page_options(model))
+        q = model.encode([s.text for s in rset.queries], normalize_embeddings=True, batch_size=32)
+        vectors = [page_vectors(label) for label in rset.targets or []]
+        for scoring, key, pooling in scorings:
+            m = ev.query_metrics(pooled_scores(q, [v[key] for v in vectors], pooling), rset.relevant, ks=(1,))
+            out.setdefault(scoring, {})[name] = m
+            sys.stdout.write(f"{name} {scoring}: R@1 {m['recall@1'].mean():.3f} / nDCG@10 "
+                             f"{m['ndcg@10'].mean():.3f} ({m['recall@1'].sum():.0f} of {len(rset.queries)})\n")
+            sys.stdout.flush()
+    return out
+
+
+def report(results: dict[str, dict[str, dict[str, np.ndarray]]], base: str) -> None:
+    """Pooled figures of every scoring, paired against ``base``."""
+    pooled = {s: np.concatenate([m["ndcg@10"] for m in sets.values()]) for s, sets in results.items()}
+    for scoring, sets in results.items():
+        hits = sum(float(m["recall@1"].sum()) for m in sets.values())
+        mean, low, high = ev.paired_bootstrap(pooled[base], pooled[scoring])
+        sys.stdout.write(f"pooled {scoring}: {hits:.0f} of {pooled[scoring].size} at rank 1, nDCG@10 "
+                         f"{pooled[scoring].mean():.3f}; - {base}: {mean:+.4f} [{low:+.4f}, {high:+.4f}]\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import vc2l_retriever
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("diagnostic", choices=("views", "pooling"))
+    parser.add_argument("model")
+    parser.add_argument("--fresh", action="store_true", help="queries no decision has seen (pooling)")
+    parser.add_argument("--save", help="per-query metrics to this .npz")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--sets", default="ood,ood2,in-domain", help="comma-separated CSR set names")
+    args = parser.parse_args(argv)
+    model = vc2l_retriever.load(args.model)
+    module, cfg = model[0], model[0].config.render
+    sets = fresh_sets(args.data) if args.fresh else csr_sets(args.data)
+    sets = {name: sets[name] for name in args.sets.split(",")}
+    if args.diagnostic == "views":
+        def vectors(label: str) -> dict[str, np.ndarray]:
+            return {view: canvas_vectors(module, *drawn) for view, drawn in page_views(label, cfg).items()}
+        results = run(model, sets, vectors, [(view, view, "mean") for view in VIEWS])
+        base = "P_all"
+    else:
+        def vectors(label: str) -> dict[str, np.ndarray]:
+            grey, paper, bands, _ = split_page(render(label)[0])
+            strips = [line_strip(grey, paper, band) for band in bands]
+            if not strips:
+                return {str(r): canvas_vectors(module, [], True) for r in ROWS}
+            pixels = ribbon(strips, cfg.background)[0]
+            return {str(r): canvas_vectors(module, fold(pixels, cfg.columns, r, cfg.background), True)
+                    for r in ROWS}
+        results = run(model, sets, vectors, [(f"{r} rows {p}", str(r), p) for r in ROWS for p in POOLINGS])
+        base = "20 rows mean"
+    report(results, base)
+    if args.save:
+        np.savez(args.save, **{f"{s}/{n}/{k}": v for s, sets_ in results.items() for n, m in sets_.items()
+                               for k, v in m.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -104,9 +104,10 @@ def page_views(label: str, cfg: Any) -> dict[str, tuple[list[np.ndarray], bool]]
     for line, (top, bottom, _, _) in matched:  # at the line's height, capped: a tall band is a boxed figure
         g, _ = draw_line(line.text, Style(font=DRAW_FONT, size=min(48, max(9, bottom - top)), width=10**6),
                          random.Random(0))
-        box = ink_box(g, paper_level(g))
+        level = paper_level(g)
+        box = ink_box(g, level)
         if box is not None:
-            drawn.append(line_strip(g, paper_level(g), box))
+            drawn.append(line_strip(g, level, box))
 
     def canvases(ss: list[Strip]) -> list[np.ndarray]:
         return fold(ribbon(ss, cfg.background)[0], cfg.columns, cfg.max_rows, cfg.background) if ss else []

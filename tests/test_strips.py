@@ -213,3 +213,32 @@ def test_a_page_stem_reads_page_strips_and_leaves_typed_text_to_the_text_stem(re
     np.testing.assert_allclose(mixed[0], model.encode([page])[0], atol=1e-5)
     np.testing.assert_allclose(mixed[1], model.encode([text])[0], atol=1e-5)
     assert not np.allclose(mixed[0], reader_model.encode([page])[0], atol=1e-3)  # the page went through its stem
+
+
+def test_a_page_is_stored_as_points_whose_best_dot_product_scores_its_mean_and_best_canvas(reader_model  # noqa: ANN001
+                                                                                          ) -> None:
+    long_page = page_image(LINES * 30)
+    text_points, page_points = reader_model.encode_points(["a query", long_page])
+    # A text is one point: its own embedding.
+    np.testing.assert_allclose(text_points, reader_model.encode(["a query"]), atol=1e-5)
+    mean = reader_model.encode([long_page])[0]
+    assert page_points.shape[0] > 1 and page_points.shape[1] == mean.shape[0]
+    canvases = 2 * page_points - mean  # each point is (mean + canvas) / 2
+    np.testing.assert_allclose(np.linalg.norm(canvases, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(canvases.mean(0) / np.linalg.norm(canvases.mean(0)), mean, atol=1e-5)
+    q = reader_model.encode(["then make and make install."])[0]
+    assert float((page_points @ q).max()) == pytest.approx((q @ mean + (canvases @ q).max()) / 2, abs=1e-5)
+
+
+def test_fewer_page_rows_read_a_page_as_more_canvases(reader_model) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    from vc2l_retriever.render import Renderer
+
+    long_page = page_image(LINES * 30)
+    renderer = reader_model.vc2l.renderer
+    default, _ = renderer.render_canvases(Snippet(images=[long_page]))
+    short, _ = Renderer(replace(renderer.config, page_rows=5)).render_canvases(Snippet(images=[long_page]))
+    assert all(c.shape[0] <= 5 * GLYPH for c in short)
+    assert len(short) > len(default)
+    assert sum(c.shape[0] for c in short) >= sum(c.shape[0] for c in default)

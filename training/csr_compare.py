@@ -20,6 +20,7 @@ import random
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,12 +38,19 @@ def csr_sets(data: str = "data") -> dict[str, tuple[list[ev.CSRPair], int, int]]
     }
 
 
-def per_query(model_path: str, sets: dict[str, tuple[list[ev.CSRPair], int, int]]) -> dict[str, dict[str, np.ndarray]]:
-    """Set name -> per-query Recall@1 and nDCG@10 of one model (pages read from pixels, as the index reads them)."""
+def per_query(model_path: str, sets: dict[str, tuple[list[ev.CSRPair], int, int]], points: bool = False,
+              page_rows: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """Set name -> per-query Recall@1 and nDCG@10 of one model (pages read from pixels, as the index reads them).
+    ``points``: pages scored by their best point (``encode_points``); ``page_rows``: rows a page canvas."""
+    from dataclasses import replace
+
     import vc2l_retriever
+    from vc2l_retriever.render import Renderer
 
     model = vc2l_retriever.load(model_path)
-    scorer = ev.dense_scorer(ev.model_encoder(model, 32))
+    if page_rows:
+        model[0].renderer = Renderer(replace(model[0].renderer.config, page_rows=page_rows))
+    scorer = ev.points_scorer(model) if points else ev.dense_scorer(ev.model_encoder(model, 32))
     out = {}
     for name, (pairs, max_queries, max_pages) in sets.items():
         with tempfile.TemporaryDirectory() as tiles:
@@ -66,10 +74,10 @@ def load_scores(path: str) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def scores_of(paths: Sequence[str], data: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+def scores_of(paths: Sequence[str], data: str, **options: Any) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """Path -> a saved ``.npz`` of per-query scores, or the model there scored now (the sets are built once)."""
     sets = csr_sets(data) if any(not p.endswith(".npz") for p in paths) else {}
-    return {p: load_scores(p) if p.endswith(".npz") else per_query(p, sets) for p in paths}
+    return {p: load_scores(p) if p.endswith(".npz") else per_query(p, sets, **options) for p in paths}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,9 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("new", nargs="?", help="the same; leave out with --save")
     parser.add_argument("--save", help="score BASE alone and save its per-query scores here (.npz)")
     parser.add_argument("--data", default="data", help="the folder reader.sh built")
+    parser.add_argument("--points", action="store_true", help="score pages by their best point (encode_points)")
+    parser.add_argument("--page-rows", type=int, default=0, help="rows a page canvas (default: the model's)")
     args = parser.parse_args(argv)
     if args.save:
-        save_scores(args.save, scores_of([args.base], args.data)[args.base])
+        options = {"points": args.points, "page_rows": args.page_rows}
+        save_scores(args.save, scores_of([args.base], args.data, **options)[args.base])
         return 0
     if args.new is None:
         parser.error("give NEW, or --save")

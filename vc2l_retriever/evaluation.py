@@ -191,6 +191,21 @@ def dense_scorer(encode: EncodeFn) -> Scorer:
     return score
 
 
+def points_scorer(model: Any, batch_size: int = 32) -> Scorer:
+    """Each document scored by its best point (``encode_points``) against the unit query, by dot product, as a
+    dot-product index scores it: a page read line by line scores its mean and its best canvas together."""
+
+    def score(queries: Sequence[Snippet], documents: Sequence[Snippet]) -> np.ndarray:
+        q = normalize(model.encode(list(queries), batch_size=batch_size, convert_to_numpy=True,
+                                   show_progress_bar=False))
+        if not documents:
+            return np.zeros((len(q), 0), np.float32)
+        points = model.encode_points(list(documents), batch_size=batch_size)
+        return np.stack([(p @ q.T).max(0) for p in points], axis=1)
+
+    return score
+
+
 class CachedEncoder:
     """Wraps an :data:`EncodeFn` so a snippet seen before (same ``metadata["eval_key"]``) is not encoded again.
 

@@ -12,12 +12,13 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
@@ -52,6 +53,13 @@ class VC2LSentenceTransformer(SentenceTransformer):
             }
         }
         return config
+
+    def encode_points(self, inputs: Sequence[Any], batch_size: int = 32) -> list[np.ndarray]:
+        """Each input as its points for a vector store searched by dot product (``VC2LModule.points``): one unit
+        vector for a text, an image or a snippet; for a page read line by line, one point a canvas, whose best dot
+        product with a query scores the page's mean and its best canvas together."""
+        to_snippets(list(inputs))  # TypeError naming the original index, before any work is done
+        return self[0].points(list(inputs), batch_size)
 
     def encode(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: D417
         """``SentenceTransformer.encode``, with errors that name the item's position in *your* list.

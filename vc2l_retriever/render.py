@@ -61,6 +61,8 @@ class RenderConfig:
         patch: Compact and grid layouts: the canvas height is rounded up to a multiple of this.
         background: Grey level of the background.
         ink: Grey level of glyph pixels.
+        page_rows: Grid layout: strip rows in one canvas of a page read line by line (0: ``max_rows``). Fewer
+            rows give a page more, shorter canvases: more points for ``encode_points`` to store.
     """
 
     layout: Literal["official", "compact", "grid"] = "official"
@@ -73,6 +75,7 @@ class RenderConfig:
     patch: int = 16
     background: int = 127
     ink: int = 0
+    page_rows: int = 0
 
     def __post_init__(self) -> None:
         if self.layout not in ("official", "compact", "grid"):
@@ -266,7 +269,7 @@ class Renderer:
             if snippet.kind == "page" or max(image.size) > cfg.tile:
                 from vc2l_retriever.strips import ribbon_canvases  # strips.py imports this module
 
-                canvases = ribbon_canvases(image, cfg.columns, cfg.max_rows, cfg.background,
+                canvases = ribbon_canvases(image, cfg.columns, cfg.page_rows or cfg.max_rows, cfg.background,
                                            require_document=snippet.kind != "page")
                 if canvases:
                     return canvases, True

@@ -228,6 +228,8 @@ def test_a_page_is_stored_as_points_whose_best_dot_product_scores_its_mean_and_b
     np.testing.assert_allclose(canvases.mean(0) / np.linalg.norm(canvases.mean(0)), mean, atol=1e-5)
     q = reader_model.encode(["then make and make install."])[0]
     assert float((page_points @ q).max()) == pytest.approx((q @ mean + (canvases @ q).max()) / 2, abs=1e-5)
+    with pytest.raises(TypeError, match="a list of inputs"):
+        reader_model.encode_points("a query")
 
 
 def test_fewer_page_rows_read_a_page_as_more_canvases(reader_model) -> None:  # noqa: ANN001

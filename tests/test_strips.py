@@ -244,3 +244,16 @@ def test_fewer_page_rows_read_a_page_as_more_canvases(reader_model) -> None:  # 
     assert all(c.shape[0] <= 5 * GLYPH for c in short)
     assert len(short) > len(default)
     assert sum(c.shape[0] for c in short) >= sum(c.shape[0] for c in default)
+
+
+def test_page_rows_is_saved_only_when_set_so_older_models_keep_their_fingerprint() -> None:
+    from vc2l_retriever.model import VC2LConfig
+    from vc2l_retriever.render import RenderConfig
+
+    default = VC2LConfig.from_preset("reader-micro")
+    assert "page_rows" not in default.to_dict()["render"] and "page_rows" not in default.render.to_dict()
+    five = VC2LConfig.from_preset("reader-micro", render={"page_rows": 5})
+    assert five.to_dict()["render"]["page_rows"] == 5
+    assert VC2LConfig.from_dict(five.to_dict()).render.page_rows == 5
+    with pytest.raises(ValueError, match="page_rows"):
+        RenderConfig(layout="grid", max_rows=20, page_rows=21)

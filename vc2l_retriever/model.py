@@ -92,8 +92,12 @@ class VC2LConfig:
         return self.render.max_height // self.patch_size, self.render.width // self.patch_w
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON."""
-        return asdict(self)
+        """Plain dict for JSON. ``render.page_rows`` at 0 (off) is left out: models saved before it existed keep
+        the same config, so an index's fingerprint of them (``index.model_identity``) still matches."""
+        data = asdict(self)
+        if not data["render"]["page_rows"]:
+            del data["render"]["page_rows"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VC2LConfig:

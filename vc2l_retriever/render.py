@@ -84,10 +84,16 @@ class RenderConfig:
             raise ValueError(f"the grid layout needs a tile width divisible by {CELL_W}")
         if self.layout == "official" and (self.tile != 224 or self.rows_per_tile != 14):
             raise ValueError("the official layout is fixed at 224-px tiles of 14 rows")
+        if not 0 <= self.page_rows <= self.max_rows:
+            raise ValueError(f"page_rows must be between 0 (max_rows) and max_rows ({self.max_rows}), "
+                             f"got {self.page_rows}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON configs."""
-        return asdict(self)
+        """Plain dict for JSON configs (``page_rows`` left out at 0, as ``VC2LConfig.to_dict`` does)."""
+        data = asdict(self)
+        if not data["page_rows"]:
+            del data["page_rows"]
+        return data
 
     @property
     def max_height(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,22 @@ def micro_model_dir(micro_model: vc2l_retriever.VC2LSentenceTransformer, tmp_pat
     path = tmp_path_factory.mktemp("models") / "micro"
     micro_model.save(str(path))
     return path
+
+
+@pytest.fixture
+def text_pdf(tmp_path: Path) -> Callable[[list[str]], Path]:
+    """Writes a one-page PDF (fpdf2, Helvetica 14 pt) with one text line per entry, and returns its path."""
+
+    def make(lines: list[str]) -> Path:
+        import fpdf
+
+        pdf = fpdf.FPDF()
+        pdf.add_page()
+        pdf.set_font("helvetica", size=14)
+        for line in lines:
+            pdf.cell(0, 12, text=line, new_x="LMARGIN", new_y="NEXT")
+        path = tmp_path / "doc.pdf"
+        pdf.output(str(path))
+        return path
+
+    return make

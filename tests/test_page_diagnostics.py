@@ -44,18 +44,10 @@ def test_mean_plus_max_is_the_cosine_of_the_best_mean_canvas_pair_against_the_qu
 
 
 @needs_font
-def test_a_pdf_page_is_viewed_as_pixels_drawn_text_and_typed_text_of_the_same_lines(tmp_path) -> None:  # noqa: ANN001
-    import fpdf
-
-    pdf = fpdf.FPDF()
-    pdf.add_page()
-    pdf.set_font("helvetica", size=14)
-    for line in LINES:
-        pdf.cell(0, 12, text=line, new_x="LMARGIN", new_y="NEXT")
-    pdf.output(str(tmp_path / "doc.pdf"))
+def test_a_pdf_page_is_viewed_as_pixels_drawn_text_and_typed_text_of_the_same_lines(text_pdf) -> None:  # noqa: ANN001
     cfg = RenderConfig(layout="grid")
 
-    views = page_views(f"{tmp_path / 'doc.pdf'}#1", cfg)
+    views = page_views(f"{text_pdf(LINES)}#1", cfg)
     assert set(views) == {"P_all", "P", "F", "U_page", "U"}
     assert [page for _, page in views.values()] == [True, True, True, True, False]
     # Every line is in the text layer, so P_all and P are the same canvases.

@@ -172,24 +172,16 @@ def test_a_scanned_pdf_page_indexes_as_one_page_snippet_with_the_same_vector_as_
     np.testing.assert_allclose(from_index, from_image, atol=1e-6)
 
 
-def test_lines_of_a_pdf_page_carry_their_text_layer_and_the_character_under_each_cell(tmp_path) -> None:  # noqa: ANN001
-    import fpdf
-
+def test_lines_of_a_pdf_page_carry_their_text_layer_and_the_character_under_each_cell(text_pdf) -> None:  # noqa: ANN001
     from vc2l_retriever.training.pdf_strips import PdfLines, page_lines
 
-    pdf = fpdf.FPDF()
-    pdf.add_page()
-    pdf.set_font("helvetica", size=14)
-    for line in LINES:
-        pdf.cell(0, 12, text=line, new_x="LMARGIN", new_y="NEXT")
-    pdf.output(str(tmp_path / "doc.pdf"))
-
-    lines = page_lines(str(tmp_path / "doc.pdf"), 0, 110)
+    doc = text_pdf(LINES)
+    lines = page_lines(str(doc), 0, 110)
     assert [line.text for line in lines] == LINES
     for line in lines:
         hits = [int(k) for k in line.column_char if k >= 0]
         assert hits == sorted(hits) and len(set(hits)) > 0.6 * len(line.text)  # left to right, most glyphs hit
-    text, pixels, cell_char = PdfLines([(str(tmp_path / "doc.pdf"), 1)], seed=0).sample(0, max_chars=1000)
+    text, pixels, cell_char = PdfLines([(str(doc), 1)], seed=0).sample(0, max_chars=1000)
     # A run of consecutive lines from a random first line to the page's end, joined by spaces.
     assert " ".join(LINES).endswith(text) and text.split(" ")[0] in {line.split(" ")[0] for line in LINES}
     assert cell_char.size == pixels.shape[1] // 8

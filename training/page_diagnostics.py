@@ -31,17 +31,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from vc2l_retriever import evaluation as ev
+from vc2l_retriever.index import GRID_PAGE_WIDTH_PX
 from vc2l_retriever.render import GLYPH, render_grid
 from vc2l_retriever.strips import Strip, fold, line_strip, paper_level, ribbon, split_page
 from vc2l_retriever.training.csr_compare import csr_sets
 from vc2l_retriever.training.font_strips import Style, draw_line, ink_box
 from vc2l_retriever.training.pdf_strips import PageLine, match_line, text_layer
 
-PAGE_WIDTH_PX = 1275  # index.GRID_PAGE_WIDTH_PX: how ingestion renders a scanned page for the reader
 DRAW_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"  # a training font (strips_s13f.yaml)
 VIEWS = ("P_all", "P", "F", "U_page", "U")
 ROWS = (20, 10, 5)
@@ -71,7 +69,7 @@ def render(label: str) -> tuple[Any, list[str], np.ndarray]:
     doc = pdfium.PdfDocument(pdf)
     try:
         p = doc[int(page) - 1]
-        scale = PAGE_WIDTH_PX / p.get_size()[0]
+        scale = GRID_PAGE_WIDTH_PX / p.get_size()[0]  # as ingestion renders a scan for the reader
         image = p.render(scale=scale).to_pil().convert("RGB")
         chars, boxes = text_layer(p, scale)
     finally:
@@ -117,17 +115,11 @@ def page_views(label: str, cfg: Any) -> dict[str, tuple[list[np.ndarray], bool]]
             "F": (canvases(drawn), True), "U_page": (typed, True), "U": (typed, False)}
 
 
-@torch.no_grad()
 def canvas_vectors(module: Any, canvases: Sequence[np.ndarray], page: bool) -> np.ndarray:
-    """Unit vectors ``(n, dim)`` of canvases read as page strips (``page``) or as typed text."""
+    """Unit vectors ``(n, dim)`` of canvases read as page strips (``page``) or as typed text; a zero row for none."""
     if not canvases:
         return np.zeros((1, module.get_embedding_dimension()), np.float32)
-    out = []
-    for start in range(0, len(canvases), 16):
-        features = module.canvases_to_features(canvases[start:start + 16])
-        pages = torch.full((features["pixel_values"].shape[0],), page, dtype=torch.bool)
-        out.append(F.normalize(module.model(features["pixel_values"], features["patch_rows"], pages=pages), dim=-1))
-    return torch.cat(out).numpy()
+    return module.embed_canvases(canvases, [page] * len(canvases), batch_size=16)
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -120,6 +120,21 @@ class VC2LModule(InputModule):
         return features
 
     @torch.no_grad()
+    def embed_canvases(self, canvases: Sequence[np.ndarray], pages: Sequence[bool], batch_size: int = 32
+                       ) -> np.ndarray:
+        """Unit vectors ``(n, dim)`` of rendered canvases, each read as page strips where ``pages`` says so."""
+        parts = []
+        for start in range(0, len(canvases), batch_size):
+            features = self.canvases_to_features(canvases[start:start + batch_size])
+            pixels = features["pixel_values"].to(self.pixel_mean.device)
+            rows = features["patch_rows"].to(pixels.device)
+            flags = list(pages[start:start + batch_size])
+            out = (self.model(pixels, rows, pages=torch.tensor(flags, dtype=torch.bool, device=pixels.device))
+                   if any(flags) else self.model(pixels, rows))
+            parts.append(F.normalize(out.float(), dim=-1).cpu())
+        return torch.cat(parts).numpy()
+
+    @torch.no_grad()
     def points(self, inputs: Sequence[Any], batch_size: int = 32) -> list[np.ndarray]:
         """Each input as the points a dot-product vector store keeps for it: ``(k, dim)`` float32.
 
@@ -130,16 +145,7 @@ class VC2LModule(InputModule):
         (lab notebook, issue 17: 120 pages at rank 1 against 79 on fresh queries, with 5-row canvases).
         """
         canvases, owners, pages = self.render_inputs(inputs)
-        parts = []
-        for start in range(0, len(canvases), batch_size):
-            features = self.canvases_to_features(canvases[start:start + batch_size])
-            pixels = features["pixel_values"].to(self.pixel_mean.device)
-            rows = features["patch_rows"].to(pixels.device)
-            flags = pages[start:start + batch_size]
-            out = (self.model(pixels, rows, pages=torch.tensor(flags, dtype=torch.bool, device=pixels.device))
-                   if any(flags) else self.model(pixels, rows))
-            parts.append(F.normalize(out.float(), dim=-1).cpu())
-        vectors = torch.cat(parts).numpy()
+        vectors = self.embed_canvases(canvases, pages, batch_size)
         owner = np.asarray(owners)
         out_points = []
         for i in range(len(inputs)):

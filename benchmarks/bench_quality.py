@@ -77,13 +77,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sets, tiling_seconds, gap_pairs = build_sets(args, tile_dir, pages)
         csr = sets[0]
         vc2l_encode = ev.CachedEncoder(ev.model_encoder(model, args.batch_size))
+        # Documents scored by their points, as the index stores them (a scanned page: one point a canvas).
+        vc2l_score = ev.points_scorer(vc2l_encode, ev.CachedEncoder(ev.model_points(model, args.batch_size),
+                                                                    stack=False))
         vc2l, seconds = {}, {"VC2L page rendering": tiling_seconds}
         for rset in sets:
-            vc2l[rset.name], seconds[f"VC2L {rset.name}"] = timed(ev.evaluate_set, rset, ev.dense_scorer(vc2l_encode))
+            vc2l[rset.name], seconds[f"VC2L {rset.name}"] = timed(ev.evaluate_set, rset, vc2l_score)
         results = {"VC2L": vc2l, **bl.run_baselines(sets, minilm, ocr_dpi=args.ocr_dpi, timer=seconds.__setitem__)}
         if csr.queries:  # the reader on the text layer: how much of the page gap is reading pixels
             layer = bl.page_text_set(csr, bl.text_layer_pages(csr))
-            results["Text layer+VC2L"] = {"csr": ev.evaluate_set(layer, ev.dense_scorer(vc2l_encode))}
+            results["Text layer+VC2L"] = {"csr": ev.evaluate_set(layer, vc2l_score)}
         gap = ev.modality_gap(vc2l_encode, gap_pairs)
     return {"model": args.model or "vc2l-default", "results": results, "seconds": seconds, "modality_gap": gap,
             "sets": {s.name: {"queries": len(s.queries), "targets": s.n_targets, **s.stats} for s in sets},

@@ -56,7 +56,7 @@ def foreign_identity(embedder: Any, dim: int) -> _index.ModelIdentity:
     name = getattr(embedder, "model", None) or getattr(embedder, "model_name", None)
     config = {"class": f"{cls.__module__}.{cls.__qualname__}", "model": name if isinstance(name, str) else None}
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    return _index.ModelIdentity(dim, config_hash, "not-a-vc2l-model", cls.__name__)
+    return _index.ModelIdentity(dim, config_hash, _index.FOREIGN_WEIGHTS, cls.__name__)
 
 
 def metadata_key(key: str) -> str:
@@ -85,4 +85,4 @@ def field_equals(key: str, value: Any) -> models.FieldCondition:
 
 def id_filter(ids: list[str]) -> models.Filter:
     """Points whose framework IDs are among ``ids``."""
-    return models.Filter(must=[models.HasIdCondition(has_id=[point_key(i) for i in ids])])
+    return _index.with_parts([point_key(i) for i in ids])

@@ -171,11 +171,16 @@ def vector_store(client: QdrantClient, collection_name: str, embeddings: VC2LEmb
                  **kwargs: Any) -> QdrantVectorStore:
     """A LangChain ``QdrantVectorStore`` over a VC2L collection (``vc2l index``'s, or a new one).
 
-    The collection is created as the project's indexer does (cosine, the model's fingerprint in the collection
-    metadata); opening one made by another model raises ``IndexMismatchError`` instead of mixing vectors.
+    The collection is created as the project's indexer does (dot product, the model's fingerprint in the collection
+    metadata); opening one made by another model raises ``IndexMismatchError`` instead of mixing vectors. LangChain's
+    store returns points as they are: a scanned page that ``vc2l index`` stored as several points can come back
+    more than once, where :class:`VC2LVectorStore` returns it once.
     """
     identity = _index.model_identity(embeddings.model)
-    _index.ensure_collection(_index.open_index(client=client, collection=collection_name), identity, create=create)
+    store = _index.open_index(client=client, collection=collection_name)
+    _index.ensure_collection(store, identity, create=create)
+    distance = models.Distance.DOT if store.distance() == "dot" else models.Distance.COSINE
+    kwargs.setdefault("distance", distance)
     return QdrantVectorStore(client=client, collection_name=collection_name, embedding=embeddings, **kwargs)
 
 
@@ -337,27 +342,34 @@ class VC2LVectorStore(VectorStore):
         for start in range(0, len(documents), max(1, batch_size)):
             batch = documents[start:start + batch_size]
             snippets = [replace(document_to_snippet(d), metadata=dict(d.metadata or {})) for d in batch]
-            vectors = self._embed(batch, snippets)
-            records = [self._record(d, s, v, i) for d, s, v, i in
-                       zip(batch, snippets, vectors, given[start:start + batch_size], strict=True)]
-            self.store.upsert([r for r, _ in records])
+            records = [self._records(d, s, v, i) for d, s, v, i in
+                       zip(batch, snippets, self._embed(batch, snippets), given[start:start + batch_size],
+                           strict=True)]
+            firsts = [points[0].id for points, _ in records]
+            # A document written again may have been a page of more points: its old extra points go first.
+            self.store.delete(models.Filter(must=[models.FieldCondition(
+                key=f"{_index.METADATA_KEY}.of", match=models.MatchAny(any=firsts))]))
+            self.store.upsert([p for points, _ in records for p in points])
             written += [i for _, i in records]
         return written
 
-    def _embed(self, documents: list[Document], snippets: list[Snippet]) -> list[list[float]]:
+    def _embed(self, documents: list[Document], snippets: list[Snippet]) -> list[Any]:
+        """Each document's points: a VC2L model's (several for a page, in a dot-product collection), else one."""
         if isinstance(self.embedding, VC2LEmbeddings):
-            return self.embedding.embed_documents_with_images(snippets)
-        return self.embedding.embed_documents([d.page_content for d in documents])  # other models: text only
+            if self.store.distance() == "dot":
+                return self.embedding.model.encode_points(snippets, batch_size=self.embedding.batch_size)
+            return [[v] for v in self.embedding.embed_documents_with_images(snippets)]
+        return [[v] for v in self.embedding.embed_documents([d.page_content for d in documents])]  # text only
 
-    def _record(self, document: Document, snippet: Snippet, vector: list[float],
-                id_: str | None) -> tuple[Record, str]:
+    def _records(self, document: Document, snippet: Snippet, vectors: Any,
+                 id_: str | None) -> tuple[list[Record], str]:
         content = _index.content_hash(snippet)
         id_ = id_ or _index.point_id(snippet, content)
         # The snippet carries every caller key; make_payload recomputes the provenance keys it reserves.
         payload = _index.make_payload(snippet, content=content, thumbnails=self.thumbnails)
         payload[_index.METADATA_KEY][METADATA_KEYS] = _index.json_safe([str(k) for k in document.metadata or {}])
         remember_id(payload, id_)
-        return Record(point_key(id_), payload, [float(v) for v in vector]), id_
+        return _index.snippet_points(point_key(id_), payload, vectors), id_
 
     def delete(self, ids: list[str] | None = None, *, filter: models.Filter | dict | None = None,
                **kwargs: Any) -> bool:
@@ -384,7 +396,8 @@ class VC2LVectorStore(VectorStore):
         return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
 
     def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
-        """Best ``k`` documents with their cosine similarity; ``filter=``, ``score_threshold=`` (cosine)."""
+        """Best ``k`` documents with their similarity (the cosine of unit vectors; a scanned page is scored by its best
+        point, ``index.nearest``); ``filter=``, ``score_threshold=``."""
         return self.similarity_search_with_score_by_vector(self.embedding.embed_query(query), k, **kwargs)
 
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
@@ -393,9 +406,9 @@ class VC2LVectorStore(VectorStore):
     def similarity_search_with_score_by_vector(
             self, embedding: list[float], k: int = 4, *, filter: models.Filter | dict | None = None,
             score_threshold: float | None = None, offset: int = 0) -> list[tuple[Document, float]]:
-        """Best ``k`` documents for a vector (say, ``VC2LEmbeddings.embed_image``), with cosine similarities."""
-        records = self.store.query([float(v) for v in embedding], k, filter=equality_filter(filter),
-                                   score_threshold=score_threshold, offset=offset)
+        """Best ``k`` documents for a vector (say, ``VC2LEmbeddings.embed_image``), with their similarities."""
+        records = _index.nearest(self.store, [float(v) for v in embedding], k, filter=equality_filter(filter),
+                                 score_threshold=score_threshold, offset=offset)
         return [(record_to_document(r), r.score) for r in records]
 
     def max_marginal_relevance_search(self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5,
@@ -407,7 +420,7 @@ class VC2LVectorStore(VectorStore):
                                                 lambda_mult: float = 0.5, *,
                                                 filter: models.Filter | dict | None = None) -> list[Document]:
         """``k`` of the best ``fetch_k`` documents, chosen for relevance and diversity (MMR)."""
-        records = self.store.query([float(v) for v in embedding], fetch_k, filter=equality_filter(filter))
+        records = _index.nearest(self.store, [float(v) for v in embedding], fetch_k, filter=equality_filter(filter))
         stored = {r.id: r.vector for r in self.store.retrieve([r.id for r in records], with_vectors=True,
                                                               with_payload=False)}
         records = [r for r in records if stored.get(r.id)]  # a point deleted meanwhile drops out

@@ -328,8 +328,10 @@ def vector_store(client: QdrantClient, collection_name: str, embed_model: VC2LEm
                  **kwargs: Any) -> VC2LQdrantVectorStore:
     """A :class:`VC2LQdrantVectorStore` over a VC2L collection (``vc2l index``'s, or a new one).
 
-    The collection is created as the project's indexer does (cosine, the model's fingerprint in the collection
-    metadata); opening one made by another model raises ``IndexMismatchError`` instead of mixing vectors.
+    The collection is created as the project's indexer does (dot product, the model's fingerprint in the collection
+    metadata); opening one made by another model raises ``IndexMismatchError`` instead of mixing vectors. LlamaIndex's
+    store returns points as they are: a scanned page that ``vc2l index`` stored as several points can come back
+    more than once, where :class:`VC2LVectorStore` returns it once.
     """
     _index.ensure_collection(_index.open_index(client=client, collection=collection_name),
                              _index.model_identity(embed_model.model), create=create)
@@ -517,20 +519,21 @@ class VC2LVectorStore(BasePydanticVectorStore):
         """Stored nodes by ID (in that order) and/or metadata filter; with neither, every node."""
         if node_ids is not None and not node_ids:
             return []
-        records = {r.id: r for r in self._store.scroll(self._filter(filters, node_ids))}
+        records = {r.id: r for r in self._store.scroll(self._filter(filters, node_ids)) if not _index.is_part(r)}
         order = [point_key(i) for i in node_ids] if node_ids else list(records)
         return [record_to_node(records[k]) for k in dict.fromkeys(order) if k in records]
 
     def query(self, query: VectorStoreQuery, qdrant_filters: models.Filter | None = None,
               **kwargs: Any) -> VectorStoreQueryResult:
-        """Nearest nodes to ``query.query_embedding`` (cosine), with ``filters``, ``node_ids`` and ``doc_ids``."""
+        """Nearest nodes to ``query.query_embedding`` (a scanned page once, at its best point), with ``filters``,
+        ``node_ids`` and ``doc_ids``."""
         if query.mode != VectorStoreQueryMode.DEFAULT:
             raise ValueError(f"VC2LVectorStore runs dense queries only, not {query.mode.value!r}")
         if query.query_embedding is None:
             raise ValueError("VC2LVectorStore.query needs query.query_embedding")
         selector = self._filter(query.filters, query.node_ids, query.doc_ids, qdrant_filters)
-        records = self._store.query([float(v) for v in query.query_embedding], query.similarity_top_k,
-                                    filter=selector)
+        records = _index.nearest(self._store, [float(v) for v in query.query_embedding], query.similarity_top_k,
+                                 filter=selector)
         nodes = [record_to_node(r) for r in records]
         return VectorStoreQueryResult(nodes=nodes, similarities=[r.score for r in records],
                                       ids=[n.node_id for n in nodes])
@@ -540,7 +543,7 @@ class VC2LVectorStore(BasePydanticVectorStore):
                 doc_ids: Sequence[str] | None = None, extra: models.Filter | None = None) -> models.Filter | None:
         must: list[Any] = [c for c in (metadata_filters_to_qdrant(filters), extra) if c is not None]
         if node_ids:
-            must.append(models.HasIdCondition(has_id=[point_key(i) for i in node_ids]))
+            must.append(_index.with_parts([point_key(i) for i in node_ids]))
         if doc_ids:
             must.append(ref_doc_filter(doc_ids))
         return models.Filter(must=must) if must else None

@@ -52,7 +52,7 @@ class VC2LQdrant:
         path: Embedded index folder (default ``./vc2l_index``) or ``":memory:"`` (Qdrant Edge in this process).
         url: Qdrant server URL (with ``api_key`` for a cloud cluster).
         api_key: Server API key.
-        collection_name: Collection to use; created on first use, sized for the model (cosine).
+        collection_name: Collection to use; created on first use, sized for the model (dot product).
         create: Create the collection if missing (``False``: raise ``CollectionNotFoundError``).
         thumbnails: For image snippets: ``"bytes"`` stores a base64 PNG of at most 128 px, ``"path"`` only the
             image files' paths (``metadata.image_paths``, always stored), ``"none"`` nothing extra.

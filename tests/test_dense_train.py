@@ -137,3 +137,39 @@ def test_a_pixel_branch_joins_a_trained_stem_without_changing_it_and_exports_as_
     paged = vc2l_retriever.load(tmp_path / "paged")
     np.testing.assert_allclose(paged.encode(["typed text"]), text_model.encode(["typed text"]), atol=1e-6)
     assert paged.vc2l.model.page_stem.pixels is not None
+
+
+def test_a_shipped_readers_page_stem_is_continued_and_exported_back_beside_its_text_stem(tmp_path: Path) -> None:
+    import pytest
+    from test_training import write_corpus
+
+    fonts = "/usr/share/fonts/truetype/dejavu/DejaVuSans*.ttf"
+    if not list(Path("/usr/share/fonts/truetype/dejavu").glob("DejaVuSans*.ttf")):
+        pytest.skip("DejaVu fonts (Debian fonts-dejavu-core) are not installed")
+    corpus = write_corpus(tmp_path / "corpus", documents=6)
+    DenseTrainer(recipe(tmp_path, corpus)).train()  # run "a": a text stem and body
+    DenseTrainer(recipe(tmp_path, corpus, init_from=str(tmp_path / "a"), run_dir=str(tmp_path / "p"),
+                        char_weight=0.0, strip_weight=1.0, strip_fonts=[fonts], heldout={})).train()
+    export(tmp_path / "p", tmp_path / "shipped", fp16=False, text_from=tmp_path / "a")  # a reader with a page stem
+    shipped = vc2l_retriever.load(tmp_path / "shipped")
+
+    strips = {"char_weight": 0.0, "strip_weight": 1.0, "strip_sentence_weight": 1.0, "strip_fonts": [fonts],
+              "heldout": {}, "run_dir": str(tmp_path / "q"), "init_from": str(tmp_path / "shipped"),
+              "strip_teacher": str(tmp_path / "shipped")}
+    trainer = DenseTrainer(recipe(tmp_path, corpus, init_page_stem=True, **strips))
+    state = shipped.vc2l.model.state_dict()
+    assert not trainer.config.page_stem  # the page stem is the stem this run trains
+    for key, value in trainer.model.stem.state_dict().items():
+        torch.testing.assert_close(value, state[f"page_stem.{key}"])
+    for key, value in trainer.strips.reader.stem.state_dict().items():  # taught by the text stem
+        torch.testing.assert_close(value, state[f"stem.{key}"])
+    trainer.train()
+    assert any(not torch.equal(v, state[f"page_stem.{k}"]) for k, v in trainer.model.stem.state_dict().items())
+
+    export(tmp_path / "q", tmp_path / "next", fp16=False, text_from=tmp_path / "shipped")  # a model folder
+    nxt = vc2l_retriever.load(tmp_path / "next")
+    assert nxt.vc2l.config.page_stem
+    np.testing.assert_array_equal(nxt.encode(["typed text"]), shipped.encode(["typed text"]))
+    moved = nxt.vc2l.model.state_dict()
+    for key, value in trainer.model.stem.state_dict().items():
+        torch.testing.assert_close(moved[f"page_stem.{key}"], value)

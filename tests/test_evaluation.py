@@ -336,6 +336,11 @@ def test_the_micro_model_retrieves_identical_renders_and_runs_every_protocol(tmp
     for metrics in first["results"].values():
         assert all(0.0 <= metrics[k] <= 1.0 for k in metrics if k not in ("queries", "targets"))
     assert first["modality_gap"]["pairs"] == 10 and first["modality_gap"]["gap"] > 0
+    # Scored by their points as the index stores them: one a text or an image, so the same figures.
+    by_points = ev.run_eval(docs, ev.model_encoder(micro_model), ["anycir", "seqcir", "text"], max_queries=10,
+                            points=ev.model_points(micro_model))
+    for name, metrics in first["results"].items():
+        assert by_points["results"][name] == pytest.approx(metrics, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------- CLI

@@ -25,7 +25,7 @@ from langchain_core.documents import Document  # noqa: E402
 from langchain_qdrant import QdrantVectorStore  # noqa: E402
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests  # noqa: E402
 from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
-from qdrant_client import QdrantClient  # noqa: E402
+from qdrant_client import QdrantClient, models  # noqa: E402
 
 import vc2l_retriever  # noqa: E402
 from vc2l_retriever.index import IndexMismatchError  # noqa: E402
@@ -217,7 +217,9 @@ def test_a_collection_written_by_the_project_indexer_is_readable_by_langchain(
     client = QdrantClient(path=str(tmp_path / "qdrant"))
     with qdrant.VC2LQdrant(embeddings.model, client=client, collection_name="vc2l") as indexer:
         indexer.index([docs])
-    store = QdrantVectorStore(client=client, collection_name="vc2l", embedding=embeddings)
+    # LangChain's own class, told the collection's similarity (vector_store() reads it from the collection).
+    store = QdrantVectorStore(client=client, collection_name="vc2l", embedding=embeddings,
+                              distance=models.Distance.DOT)
     page1 = VC2LDocumentLoader([docs / "compost.pdf"], image_dir=tmp_path / "images").load()[0]
     hit = store.similarity_search(page1.page_content, k=1)[0]
     assert hit.page_content == page1.page_content

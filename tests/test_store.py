@@ -41,14 +41,16 @@ def records(n: int, dim: int = 8, seed: int = 0, sources: int = 3) -> list[Recor
                    rng.standard_normal(dim).astype(np.float32).tolist()) for i in range(n)]
 
 
-@pytest.fixture(params=["edge", "server"])
+@pytest.fixture(params=[("edge", "dot"), ("server", "dot"), ("edge", "cosine"), ("server", "cosine")],
+                ids=lambda p: "-".join(p))
 def store(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
-    """The same collection on both backends."""
-    if request.param == "edge":
+    """The same collection on both backends, ranked by either similarity."""
+    backend, distance = request.param
+    if backend == "edge":
         s = open_store(tmp_path / "idx", name="c")
     else:
         s = open_store(name="c", client=QdrantClient(location=":memory:"))
-    s.create(8, {"vc2l": {"dim": 8}})
+    s.create(8, {"vc2l": {"dim": 8}}, distance=distance)
     yield s
     s.close()
 
@@ -57,12 +59,15 @@ def test_both_backends_answer_queries_counts_facets_and_filters_alike(store) -> 
     points = records(60)
     store.upsert(points)
     vectors = np.array([p.vector for p in points])
+    cosine = store.distance() == "cosine"
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    query = points[7].vector
-    order = np.argsort(-(unit @ (np.array(query) / np.linalg.norm(query))))
-    hits = store.query(query, 5)
+    query = np.array(points[7].vector)
+    scores = unit @ (query / np.linalg.norm(query)) if cosine else vectors @ query
+    order = np.argsort(-scores)
+    hits = store.query(query.tolist(), 5)
     assert [h.id for h in hits] == [points[i].id for i in order[:5]]
-    assert hits[0].score == pytest.approx(1.0, abs=1e-5) and hits[0].payload == points[7].payload
+    np.testing.assert_allclose([h.score for h in hits], scores[order[:5]], rtol=1e-4)
+    assert hits[0].payload == points[7].payload
     doc1 = models.Filter(must=[models.FieldCondition(key="metadata.source",
                                                      match=models.MatchValue(value="/doc1.txt"))])
     assert store.count() == 60 and store.count(doc1) == 20
@@ -74,15 +79,13 @@ def test_both_backends_answer_queries_counts_facets_and_filters_alike(store) -> 
     assert {r.id for r in store.scroll(images_of_doc1, keys=["metadata.source"])} == expected
     pages = models.Filter(must=[models.FieldCondition(key="metadata.page", range=models.Range(gte=3))])
     assert store.count(pages) == sum(1 for i in range(60) if i % 5 >= 3)
-    assert all(h.payload["metadata"]["source"] == "/doc1.txt" for h in store.query(query, 10, filter=doc1))
-    groups = store.query_groups(query, "metadata.source", limit=2, group_size=3)
-    assert len(groups) == 2 and all(len(g.hits) == 3 for g in groups)
-    assert groups[0].key == points[7].payload["metadata"]["source"] and groups[0].hits[0].id == points[7].id
+    assert all(h.payload["metadata"]["source"] == "/doc1.txt" for h in store.query(query.tolist(), 10, filter=doc1))
     store.delete(doc1)
     assert store.count() == 40 and store.retrieve([points[1].id]) == []
     (back,) = store.retrieve([points[0].id], with_vectors=True)
     original = np.array(points[0].vector)
-    np.testing.assert_allclose(back.vector, original / np.linalg.norm(original), atol=1e-6)  # cosine: stored unit
+    stored = original / np.linalg.norm(original) if cosine else original  # cosine stores unit vectors
+    np.testing.assert_allclose(back.vector, stored, atol=1e-6)
 
 
 def test_an_edge_folder_is_locked_to_one_opener_and_reopens_with_its_points(tmp_path: Path) -> None:

@@ -38,10 +38,11 @@ def csr_sets(data: str = "data") -> dict[str, tuple[list[ev.CSRPair], int, int]]
     }
 
 
-def per_query(model_path: str, sets: dict[str, tuple[list[ev.CSRPair], int, int]], points: bool = False,
+def per_query(model_path: str, sets: dict[str, tuple[list[ev.CSRPair], int, int]], points: bool = True,
               page_rows: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """Set name -> per-query Recall@1 and nDCG@10 of one model (pages read from pixels, as the index reads them).
-    ``points``: pages scored by their best point (``encode_points``); ``page_rows``: rows a page canvas."""
+    ``points``: pages scored by their best point (``encode_points``), as the index scores them; else by their one
+    (mean) vector. ``page_rows``: rows a page canvas (0: the model's own)."""
     from dataclasses import replace
 
     import vc2l_retriever
@@ -50,7 +51,8 @@ def per_query(model_path: str, sets: dict[str, tuple[list[ev.CSRPair], int, int]
     model = vc2l_retriever.load(model_path)
     if page_rows:
         model[0].renderer = Renderer(replace(model[0].renderer.config, page_rows=page_rows))
-    scorer = ev.points_scorer(model) if points else ev.dense_scorer(ev.model_encoder(model, 32))
+    encode = ev.model_encoder(model, 32)
+    scorer = ev.points_scorer(encode, ev.model_points(model, 32)) if points else ev.dense_scorer(encode)
     out = {}
     for name, (pairs, max_queries, max_pages) in sets.items():
         with tempfile.TemporaryDirectory() as tiles:
@@ -86,16 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("new", nargs="?", help="the same; leave out with --save")
     parser.add_argument("--save", help="score BASE alone and save its per-query scores here (.npz)")
     parser.add_argument("--data", default="data", help="the folder reader.sh built")
-    parser.add_argument("--points", action="store_true", help="score pages by their best point (encode_points)")
+    parser.add_argument("--one-vector", action="store_true",
+                        help="score a page by its one (mean) vector, not by its best point as the index does")
     parser.add_argument("--page-rows", type=int, default=0, help="rows a page canvas (default: the model's)")
     args = parser.parse_args(argv)
+    options = {"points": not args.one_vector, "page_rows": args.page_rows}
     if args.save:
-        options = {"points": args.points, "page_rows": args.page_rows}
         save_scores(args.save, scores_of([args.base], args.data, **options)[args.base])
         return 0
     if args.new is None:
         parser.error("give NEW, or --save")
-    runs = scores_of([args.base, args.new], args.data)
+    runs = scores_of([args.base, args.new], args.data, **options)
     lines, pooled_ndcg = [], []
     for path, result in runs.items():
         for name, m in result.items():

@@ -60,6 +60,9 @@ class DenseRecipe:
     preset: str = "reader-L6"
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a run folder (its latest checkpoint) or a model folder; None: fresh stem
+    # Start the stem from ``init_from``'s page stem (a shipped reader's): continue the page stem, which export
+    # --text-from puts back as the page stem beside that model's text stem.
+    init_page_stem: bool = False
     train: dict[str, float] = field(default_factory=lambda: {"data/docs/train.jsonl": 1.0})
     heldout: dict[str, str] = field(default_factory=dict)  # label -> held-out JSONL, e.g. {"ood": ...}
     eval_queries: int = 500
@@ -177,20 +180,32 @@ lr_factor = functools.partial(trainer_lr_factor, min_ratio=0.1)
 
 def build_module(recipe: DenseRecipe, teacher: TextTeacher) -> VC2LModule:
     """The starting network: from a run, from a model folder, or a fresh stem with the teacher's body."""
-    if recipe.init_from and (Path(recipe.init_from) / "latest.json").is_file():
-        config, weights, _ = _run_weights(Path(recipe.init_from))
-        # ``overrides`` may add a stem's pixel branch to a run's model; the branch starts at zero (PixelBranch)
-        module = VC2LModule(dataclasses.replace(config, **recipe.overrides))
-        missing, unexpected = module.model.load_state_dict(weights, strict=False)
-        if unexpected or any(".pixels." not in key for key in missing):
-            raise ValueError(f"{recipe.init_from}'s weights do not fit the recipe's model: missing {missing}, "
-                             f"unexpected {unexpected}")
+    if not recipe.init_from:
+        module = VC2LModule(VC2LConfig.from_preset(recipe.preset, **recipe.overrides))
+        copy_teacher_body(module.model.body, teacher.bert)
         return module
-    if recipe.init_from:
-        return VC2LModule.load(recipe.init_from)
-    module = VC2LModule(VC2LConfig.from_preset(recipe.preset, **recipe.overrides))
-    copy_teacher_body(module.model.body, teacher.bert)
+    config, weights, _ = _weights(Path(recipe.init_from))
+    if recipe.init_page_stem:
+        config, weights = page_stem_as_stem(config, weights)
+    # ``overrides`` may add a stem's pixel branch to a run's model; the branch starts at zero (PixelBranch)
+    module = VC2LModule(dataclasses.replace(config, **recipe.overrides))
+    missing, unexpected = module.model.load_state_dict(weights, strict=False)
+    if unexpected or any(".pixels." not in key for key in missing):
+        raise ValueError(f"{recipe.init_from}'s weights do not fit the recipe's model: missing {missing}, "
+                         f"unexpected {unexpected}")
     return module
+
+
+def page_stem_as_stem(config: VC2LConfig, weights: dict[str, torch.Tensor]
+                      ) -> tuple[VC2LConfig, dict[str, torch.Tensor]]:
+    """A reader with a page stem -> the same reader whose (only) stem is that page stem: what strip training
+    trains (``export --text-from`` makes it a page stem again)."""
+    if not config.page_stem:
+        raise ValueError("init_page_stem: the starting model has no page stem")
+    config = dataclasses.replace(config, page_stem=False, stem_pixels=config.page_stem_pixels, page_stem_pixels=0)
+    stem = {"stem." + k[len("page_stem."):]: v for k, v in weights.items() if k.startswith("page_stem.")}
+    rest = {k: v for k, v in weights.items() if not k.startswith(("stem.", "page_stem."))}
+    return config, {**rest, **stem}
 
 
 class DenseTrainer:
@@ -224,7 +239,8 @@ class DenseTrainer:
         # The strips' teacher: the reader of ``strip_teacher``, else the starting one (before any resume).
         if recipe.strip_weight > 0:
             reader = self.model if not recipe.strip_teacher else build_module(
-                dataclasses.replace(recipe, init_from=recipe.strip_teacher, overrides={}), self.teacher).model
+                dataclasses.replace(recipe, init_from=recipe.strip_teacher, init_page_stem=False, overrides={}),
+                self.teacher).model
             self.strips: StripDistill | None = StripDistill(reader, recipe)
         else:
             self.strips = None
@@ -378,9 +394,13 @@ class DenseTrainer:
                 self.log({"samples": self.samples, "eval": self.evaluate()})
 
 
-def _run_weights(run: Path) -> tuple[VC2LConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    config = VC2LConfig.from_dict(json.loads((run / "model_config.json").read_text(encoding="utf-8")))
-    weights, state = load_checkpoint(run)
+def _weights(path: Path) -> tuple[VC2LConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Config, float32 weights and trainer state of a run folder (its latest checkpoint) or a model folder."""
+    if not (path / "latest.json").is_file():
+        module = VC2LModule.load(os.fspath(path))
+        return module.config, {k: v.float() for k, v in module.model.state_dict().items()}, {}
+    config = VC2LConfig.from_dict(json.loads((path / "model_config.json").read_text(encoding="utf-8")))
+    weights, state = load_checkpoint(path)
     return config, weights, state
 
 
@@ -388,18 +408,19 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], fp1
            text_from: str | os.PathLike[str] | None = None) -> VC2LModule:
     """A run's latest checkpoint -> a model folder that ``vc2l_retriever.load`` reads (fp16 weights by default).
 
-    ``text_from`` (another run): the model is that run's (text stem and body), and this run's stem becomes its
-    *page stem*, which reads page strips (``strips.py``; probes s3-s4 train a stem for pages alone)."""
+    ``text_from`` (another run, or a model folder): the model is that one's (text stem and body), and this run's
+    stem becomes its *page stem*, which reads page strips (``strips.py``; probes s3-s4 train a stem for pages
+    alone)."""
     from safetensors.torch import load_file, save_file
 
     from vc2l_retriever.hub import VC2LSentenceTransformer
     from vc2l_retriever.st_module import WEIGHTS_NAME
 
     run = Path(run_dir)
-    config, weights, state = _run_weights(run)
+    config, weights, state = _weights(run)
     if text_from is not None:
         page_config = config
-        config, text_weights, _ = _run_weights(Path(text_from))
+        config, text_weights, _ = _weights(Path(text_from))
         config = dataclasses.replace(config, page_stem=True, page_stem_pixels=page_config.stem_pixels)
         pages = {"page_stem." + k[len("stem."):]: v for k, v in weights.items() if k.startswith("stem.")}
         weights = {**{k: v for k, v in text_weights.items() if not k.startswith("page_stem.")}, **pages}

@@ -255,7 +255,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="vc2l-eval-") as tiles:
         report = ev.run_eval(documents, ev.model_encoder(model, args.batch_size), protocols,
                              max_queries=args.max_queries, seed=args.seed, pdfs=pdfs, max_pages=args.max_pages,
-                             tile_dir=tiles, page_options=ev.page_options(model), baselines=_baselines(args))
+                             tile_dir=tiles, page_options=ev.page_options(model), baselines=_baselines(args),
+                             points=ev.model_points(model, args.batch_size))
     report = {"model": args.model or "vc2l-default", "data": str(args.data), "protocols": protocols, **report}
     sys.stdout.write(ev.format_table(report["results"]) + "\n" + ev.format_gap(report["modality_gap"]) + "\n")
     for system, results in report.get("baselines", {}).items():

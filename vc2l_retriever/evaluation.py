@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 EncodeFn = Callable[[Sequence[Snippet]], np.ndarray]
 """Snippets -> ``(n, d)`` float embeddings (normalised by the scorer)."""
 Scorer = Callable[[Sequence[Snippet], Sequence[Snippet]], np.ndarray]
+# Each snippet's points in a dot-product index, ``(k, dim)`` (``encode_points``): one for a text, several for a page.
+PointsFn = Callable[[Sequence[Snippet]], list[np.ndarray]]
 """Queries, documents -> ``(n_queries, n_documents)`` similarity scores."""
 
 PROTOCOLS = ("anycir", "seqcir", "csr", "text")
@@ -191,32 +193,31 @@ def dense_scorer(encode: EncodeFn) -> Scorer:
     return score
 
 
-def points_scorer(model: Any, batch_size: int = 32) -> Scorer:
-    """Each document scored by its best point (``encode_points``) against the unit query, by dot product, as a
-    dot-product index scores it: a page read line by line scores its mean and its best canvas together."""
+def points_scorer(encode: EncodeFn, points: PointsFn) -> Scorer:
+    """Each document scored by its best point against the unit query, by dot product, as the index scores it: a
+    text by its cosine, a page read line by line by its mean and its best canvas together."""
 
     def score(queries: Sequence[Snippet], documents: Sequence[Snippet]) -> np.ndarray:
-        q = normalize(model.encode(list(queries), batch_size=batch_size, convert_to_numpy=True,
-                                   show_progress_bar=False))
+        q = normalize(encode(queries))
         if not documents:
             return np.zeros((len(q), 0), np.float32)
-        points = model.encode_points(list(documents), batch_size=batch_size)
-        return np.stack([(p @ q.T).max(0) for p in points], axis=1)
+        return np.stack([(p @ q.T).max(0) for p in points(documents)], axis=1)
 
     return score
 
 
 class CachedEncoder:
-    """Wraps an :data:`EncodeFn` so a snippet seen before (same ``metadata["eval_key"]``) is not encoded again.
+    """Wraps an :data:`EncodeFn` (or, with ``stack=False``, a :data:`PointsFn`) so a snippet seen before (same
+    ``metadata["eval_key"]``) is not encoded again.
 
     The protocols key every snippet by its content, so a snippet shared by several sets costs one encode.
     """
 
-    def __init__(self, encode: EncodeFn) -> None:
-        self.encode = encode
+    def __init__(self, encode: EncodeFn | PointsFn, *, stack: bool = True) -> None:
+        self.encode, self.stack = encode, stack
         self.cache: dict[str, np.ndarray] = {}
 
-    def __call__(self, snippets: Sequence[Snippet]) -> np.ndarray:
+    def __call__(self, snippets: Sequence[Snippet]) -> Any:
         keys = [s.metadata.get("eval_key") for s in snippets]
         todo: dict[str, Snippet] = {}
         uncached = []
@@ -226,12 +227,14 @@ class CachedEncoder:
             elif key not in self.cache:
                 todo.setdefault(key, snippet)
         if todo:
-            for key, row in zip(todo, np.asarray(self.encode(list(todo.values())), np.float32), strict=True):
-                self.cache[key] = row
-        fresh = np.asarray(self.encode([snippets[i] for i in uncached]), np.float32) if uncached else None
+            for key, row in zip(todo, self.encode(list(todo.values())), strict=True):
+                self.cache[key] = np.asarray(row, np.float32)
+        fresh = list(self.encode([snippets[i] for i in uncached])) if uncached else []
         rows = [self.cache[k] if k is not None else None for k in keys]
         for j, i in enumerate(uncached):
-            rows[i] = fresh[j]
+            rows[i] = np.asarray(fresh[j], np.float32)
+        if not self.stack:
+            return rows
         return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 
@@ -243,6 +246,15 @@ def model_encoder(model: Any, batch_size: int = 32) -> EncodeFn:
                             normalize_embeddings=True, show_progress_bar=False)
 
     return encode
+
+
+def model_points(model: Any, batch_size: int = 32) -> PointsFn:
+    """:data:`PointsFn` of a VC2L ``SentenceTransformer``: the points the index stores for each snippet."""
+
+    def points(snippets: Sequence[Snippet]) -> list[np.ndarray]:
+        return model.encode_points(list(snippets), batch_size=batch_size)
+
+    return points
 
 
 def text_encoder(model: Any, batch_size: int = 32) -> EncodeFn:
@@ -814,8 +826,10 @@ def build_sets(documents: Any, protocols: Sequence[str] = PROTOCOLS, *, max_quer
 def run_eval(documents: Any, encode: EncodeFn, protocols: Sequence[str] = PROTOCOLS, *, max_queries: int = 500,
              seed: int = 0, pdfs: Sequence[str | Path] | None = None, max_pages: int | None = 12,
              tile_dir: str | Path | None = None, page_options: dict[str, Any] | None = None,
-             baselines: Callable[[list[RetrievalSet]], dict[str, Any]] | None = None) -> dict[str, Any]:
+             baselines: Callable[[list[RetrievalSet]], dict[str, Any]] | None = None,
+             points: PointsFn | None = None) -> dict[str, Any]:
     """Build the sets, score them with ``encode`` and measure the modality gap (what ``vc2l eval`` prints).
+    With ``points`` (:func:`model_points`), documents are scored by their best point, as the index scores them.
 
     Returns ``{"results": {set: metrics}, "stats": {set: build counts}, "modality_gap": {...}}``, plus
     ``"baselines": baselines(sets)`` when given (e.g. :func:`vc2l_retriever.baselines.run_baselines`).
@@ -824,7 +838,8 @@ def run_eval(documents: Any, encode: EncodeFn, protocols: Sequence[str] = PROTOC
     segments = read_segments(documents)
     sets = build_sets(documents, protocols, max_queries=max_queries, seed=seed, pdfs=pdfs, max_pages=max_pages,
                       tile_dir=tile_dir, segments=segments, page_options=page_options)
-    results = evaluate(sets, dense_scorer(cached))
+    scorer = dense_scorer(cached) if points is None else points_scorer(cached, CachedEncoder(points, stack=False))
+    results = evaluate(sets, scorer)
     gap = modality_gap(cached, gap_pairs(segments, ImageCheck(documents), max_pairs=max_queries, seed=seed))
     report = {"results": results, "stats": {s.name: s.stats for s in sets}, "modality_gap": gap}
     if baselines is not None:

@@ -61,7 +61,8 @@ class VC2LSentenceTransformer(SentenceTransformer):
         if not isinstance(inputs, (list, tuple)):
             raise TypeError(f"encode_points takes a list of inputs, got {type(inputs).__name__}")
         to_snippets(list(inputs))  # TypeError naming the original index, before any work is done
-        return self[0].points(list(inputs), batch_size)
+        with small_work_threads(len(inputs) if self.device.type == "cpu" else SMALL_ENCODE + 1):
+            return self[0].points(list(inputs), batch_size)
 
     def encode(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: D417
         """``SentenceTransformer.encode``, with errors that name the item's position in *your* list.

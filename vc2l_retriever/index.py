@@ -1,11 +1,20 @@
 """Documents in, answers out: VC2L embeddings in a Qdrant collection (the logic; ``integrations/qdrant.py`` wraps it).
 
-One point per snippet, one unnamed cosine vector per point, and a LangChain-compatible payload::
+One point per snippet, one unnamed vector per point, and a LangChain-compatible payload::
 
     {"page_content": text,
      "metadata": {"source", "page", "order", "kind", "image_paths", "file_hash", ...caller metadata},
      "thumbnail": base64 PNG <= 128 px (image snippets, thumbnails="bytes"),
      "vc2l": {"content_hash", "file_snippets", "ingest_key"}}
+
+A page the model reads as ``k`` canvases (a scan or screenshot, on a ``grid`` model) is stored as ``k`` points, the
+model's ``encode_points``: a query's best dot product with them scores the page's mean and its best canvas together,
+which finds far more pages than one vector (lab notebook, issue 17). Its first point is the snippet's point as
+above, with ``"parts": k`` in its ``vc2l`` record; the others (IDs :func:`part_id`) hold the same payload but the
+thumbnail, so filters and deletes by source reach them, and ``"vc2l": {"part": i, "of": first point's ID, ...}``.
+Search returns each snippet once, at its best point, with its first point's ID and payload. The
+collection ranks by dot product (texts and images are unit vectors: their dot product is the cosine); a collection
+made before (cosine) keeps one point a snippet and is read as it is.
 
 Point IDs are UUIDv5 of (source, page, order, content hash), so indexing the same files again writes nothing new,
 and a snippet whose content is already stored reuses its vector instead of being encoded again. A changed file's
@@ -81,6 +90,7 @@ METADATA_KEY = "vc2l"  # key of our record in the collection metadata
 OPTIMIZE_POINTS = 50_000
 GRID_PAGE_WIDTH_PX = 1275  # a scanned page read line by line: 150 dpi on US Letter, where body text is legible
 THUMBNAIL_PX = 128
+FOREIGN_WEIGHTS = "not-a-vc2l-model"  # ModelIdentity.weights_hash of an embedder that is not a VC2L model
 # Fixed namespace: the same snippet gets the same ID in every index, on every machine.
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://arxiv.org/abs/2510.18703#vc2l-retriever")
 _RESERVED = ("source", "page", "order", "kind", "image_paths", "file_hash")
@@ -180,6 +190,28 @@ def point_id(snippet: Snippet, content: str | None = None) -> str:
     return str(uuid.uuid5(_NAMESPACE, json.dumps([snippet.source, snippet.page, snippet.order, content])))
 
 
+def part_id(first: str, part: int) -> str:
+    """ID of a page's point ``part`` (1, 2, ...), derived from its first point's ID."""
+    return str(uuid.uuid5(_NAMESPACE, f"{first}#{part}"))
+
+
+def part_payload(payload: dict[str, Any], first: str, part: int) -> dict[str, Any]:
+    """The payload of a page's extra point: the page's, without its thumbnail (a page read as canvases has no text,
+    so only the thumbnail would be stored again), and where it belongs."""
+    rest = {k: v for k, v in payload.items() if k not in ("thumbnail", METADATA_KEY)}
+    return {**rest, METADATA_KEY: {**payload[METADATA_KEY], "part": part, "of": first}}
+
+
+def snippet_points(first: str, payload: dict[str, Any], vectors: Sequence[Sequence[float]]) -> list[Record]:
+    """A snippet's points: one, or for a page read as ``k`` canvases its first point (ID ``first``, the payload,
+    ``"parts": k``) and ``k - 1`` extra points (:func:`part_id`, :func:`part_payload`)."""
+    if len(vectors) > 1:
+        payload = {**payload, METADATA_KEY: {**payload[METADATA_KEY], "parts": len(vectors)}}
+    return [Record(first, payload, [float(v) for v in vectors[0]])] + [
+        Record(part_id(first, i), part_payload(payload, first, i), [float(v) for v in vector])
+        for i, vector in enumerate(vectors[1:], start=1)]
+
+
 def thumbnail_b64(image: Image.Image | Path, size: int = THUMBNAIL_PX) -> str:
     """A PNG of at most ``size`` x ``size`` pixels, base64-encoded (for result previews)."""
     thumb = open_image(image)  # always a new RGB image, so the caller's image is not resized in place
@@ -248,7 +280,8 @@ def snippet_from_payload(payload: dict[str, Any]) -> Snippet:
 
 @dataclass
 class Hit:
-    """One search result: cosine similarity, point ID, stored payload and the snippet rebuilt from it."""
+    """One search result: similarity (a text's cosine; for a page, the mean of its mean vector's and best canvas's),
+    the snippet's point ID, its stored payload and the snippet rebuilt from it."""
 
     score: float
     id: str
@@ -356,7 +389,9 @@ def ensure_collection(store: Store, identity: ModelIdentity, *, create: bool = T
         return
     if not create:
         raise CollectionNotFoundError(f"no collection {store.name!r} in this index (index some documents first)")
-    store.create(identity.dim, {METADATA_KEY: identity.to_dict()}, **options)
+    # Another tool's embedder need not make unit vectors, which a dot product would rank by length.
+    distance = "cosine" if identity.weights_hash == FOREIGN_WEIGHTS else "dot"
+    store.create(identity.dim, {METADATA_KEY: identity.to_dict()}, distance=distance, **options)
     logger.info("created collection %r for %s", store.name, identity.describe())
 
 
@@ -386,12 +421,14 @@ def check_collection(store: Store, identity: ModelIdentity) -> None:
 
 
 def collection_info(store: Store) -> dict[str, Any]:
-    """Points, vector size and recorded model of the collection (no model needed)."""
+    """Points, snippets (a page stored as several points counts once), vector size, similarity and recorded model of
+    the collection (no model needed)."""
     if not store.exists():
         raise CollectionNotFoundError(f"no collection {store.name!r} in this index")
     size, stored = stored_identity(store)
-    return {"collection": store.name, "points": store.count(), "dim": size,
-            "model": stored.to_dict() if stored else None, "embedded": store.embedded}
+    firsts = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=f"{METADATA_KEY}.of"))])
+    return {"collection": store.name, "points": store.count(), "snippets": store.count(firsts), "dim": size,
+            "distance": store.distance(), "model": stored.to_dict() if stored else None, "embedded": store.embedded}
 
 
 # --- Filters -----------------------------------------------------------------------------------------------------
@@ -471,6 +508,8 @@ class Writer:
             raise ValueError(f"thumbnails must be 'none', 'path' or 'bytes', got {thumbnails!r}")
         self.store, self.model, self.report = store, model, report
         self.batch_size, self.thumbnails = max(1, batch_size), thumbnails
+        # Several points a page only where the collection ranks by dot product (a cosine one would rescale them).
+        self.several = store.distance() == "dot" and hasattr(model, "encode_points")
         self.buffer: list[_Item] = []
         self.jobs: list[_FileJob] = []
         # disable=None: shown on a terminal, silent in logs and tests.
@@ -503,7 +542,7 @@ class Writer:
         if ready:
             existing = self._stored_vectors([item.id for item in ready])
             fresh = self._encode([item for item in ready if item.id not in existing])
-            points = [p for p in (self._point(item, existing, fresh) for item in ready) if p is not None]
+            points = [p for item in ready for p in self._points(item, existing, fresh)]
             if points:
                 self.store.upsert(points)
                 logger.debug("wrote %d points", len(points))  # acknowledged: durable from here (crash tests)
@@ -528,16 +567,33 @@ class Writer:
         item.id = point_id(item.snippet, item.content)
         return True
 
-    def _stored_vectors(self, ids: list[str]) -> dict[str, list[float]]:
-        records = self.store.retrieve(sorted(set(ids)), with_vectors=True, with_payload=False)
-        return {r.id: r.vector for r in records if r.vector is not None}
+    def _stored_vectors(self, ids: list[str]) -> dict[str, list[list[float]]]:
+        """The vectors of snippets already stored whole (a page with all of its points), by first point ID."""
+        records = self.store.retrieve(sorted(set(ids)), with_vectors=True, with_payload=True)
+        out = {r.id: [r.vector] for r in records if r.vector is not None}
+        parts = {r.id: int(r.payload.get(METADATA_KEY, {}).get("parts") or 1) for r in records if r.id in out}
+        wanted = [part_id(first, i) for first, k in parts.items() for i in range(1, k)]
+        found = {r.id: r.vector for r in self.store.retrieve(wanted, with_vectors=True, with_payload=False)
+                 } if wanted else {}
+        for first, k in parts.items():
+            rest = [found.get(part_id(first, i)) for i in range(1, k)]
+            if any(v is None for v in rest):
+                del out[first]  # a write cut short: encode the page again
+            else:
+                out[first] += rest
+        return out
 
     def _encode(self, items: list[_Item]) -> dict[str, np.ndarray]:
+        """First point ID -> the snippet's points ``(k, dim)``: one unless a page is stored as several."""
         if not items:
             return {}
+        snippets = [item.snippet for item in items]
         try:
-            vectors = self.model.encode([item.snippet for item in items], batch_size=self.batch_size,
-                                        convert_to_numpy=True, show_progress_bar=False)
+            if self.several:
+                vectors = self.model.encode_points(snippets, batch_size=self.batch_size)
+            else:
+                vectors = self.model.encode(snippets, batch_size=self.batch_size, convert_to_numpy=True,
+                                            show_progress_bar=False)[:, None]
         except (ValueError, OSError, TypeError) as e:  # InputError is a ValueError
             if len(items) == 1:
                 self._fail(items[0], e)
@@ -550,13 +606,13 @@ class Writer:
         self.report.encoded += len(items)
         return {item.id: vector for item, vector in zip(items, vectors, strict=True)}
 
-    def _point(self, item: _Item, existing: dict[str, list[float]],
-               fresh: dict[str, np.ndarray]) -> Record | None:
-        vector = existing.get(item.id)
-        if vector is None:
+    def _points(self, item: _Item, existing: dict[str, list[list[float]]],
+                fresh: dict[str, np.ndarray]) -> list[Record]:
+        vectors = existing.get(item.id)
+        if vectors is None:
             if item.id not in fresh:
-                return None  # failed to encode; already reported
-            vector = fresh[item.id].tolist()
+                return []  # failed to encode; already reported
+            vectors = fresh[item.id].tolist()
         job = item.job
         try:
             payload = make_payload(item.snippet, content=item.content, thumbnails=self.thumbnails,
@@ -564,12 +620,13 @@ class Writer:
                                    ingest_key=job.ingest_key if job else None)
         except (InputError, OSError) as e:
             self._fail(item, e)
-            return None
+            return []
+        points = snippet_points(item.id, payload, vectors)
         if job is not None:
-            job.ids.add(item.id)
+            job.ids.update(p.id for p in points)
         self.report.snippets += 1
         self.report.reused += item.id in existing
-        return Record(item.id, payload, vector)
+        return points
 
     def _retire_finished(self) -> None:
         pending = []
@@ -614,6 +671,8 @@ class Manifest:
         states: dict[str, tuple[set[tuple[Any, ...]], int]] = {}
         for r in self.store.scroll(scroll_filter, keys=[SOURCE_KEY, "metadata.file_hash", "vc2l"]):
             md, book = r.payload.get("metadata", {}), r.payload.get("vc2l", {})
+            if book.get("of"):  # a page's extra point: its snippet is counted once, by its first point
+                continue
             versions, n = states.get(md.get("source"), (set(), 0))
             versions.add((md.get("file_hash"), book.get("ingest_key"), book.get("file_snippets")))
             states[md.get("source")] = (versions, n + 1)
@@ -842,21 +901,77 @@ def encode_query(model: Any, query: Query) -> list[float]:
     return model.encode([query], convert_to_numpy=True, show_progress_bar=False)[0].tolist()
 
 
+def nearest(store: Store, vector: Sequence[float], limit: int, *, filter: models.Filter | None = None,
+            score_threshold: float | None = None, offset: int = 0) -> list[Record]:
+    """The ``limit`` snippets nearest to ``vector`` after skipping ``offset``, best first: a page stored as several
+    points comes once, scored by its best point, with its first point's ID and payload."""
+    return _widen(store, vector, offset + limit, filter, score_threshold, lambda hits: len(hits) >= offset + limit
+                  )[offset:offset + limit]
+
+
+def _widen(store: Store, vector: Sequence[float], want: int, filter: models.Filter | None,
+           score_threshold: float | None, enough: Callable[[list[Record]], bool]) -> list[Record]:
+    """Snippets by :func:`_by_snippet`, from ever more points until ``enough`` holds or the points run out."""
+    want = max(2 * want, 16)  # a page's extra points take places among the nearest ones
+    while True:
+        points = store.query(vector, want, filter=filter, score_threshold=score_threshold)
+        hits = _by_snippet(store, points)
+        if len(points) < want or enough(hits):
+            return hits
+        want *= 4
+
+
+def _by_snippet(store: Store, points: list[Record]) -> list[Record]:
+    """Fold a page's points into one hit at its best score, under its first point's ID and payload."""
+    best: dict[str, Record] = {}
+    for p in points:
+        first = p.payload[METADATA_KEY]["of"] if is_part(p) else p.id
+        if first not in best:
+            best[first] = p if first == p.id else replace(p, id=first)
+    missing = [first for first, hit in best.items() if is_part(hit)]
+    for record in store.retrieve(missing) if missing else []:
+        best[record.id] = replace(best[record.id], payload=record.payload)
+    return list(best.values())
+
+
 def search(store: Store, model: Any, query: Query, *, limit: int = 10, source: str | None = None,
            filter: models.Filter | None = None, score_threshold: float | None = None, offset: int = 0) -> list[Hit]:
-    """Nearest snippets to ``query`` (cosine), best first, optionally restricted to ``source`` (exact or glob)."""
-    records = store.query(encode_query(model, query), limit, filter=build_filter(store, source, filter),
-                          score_threshold=score_threshold, offset=offset)
+    """Nearest snippets to ``query``, best first, optionally restricted to ``source`` (exact or glob)."""
+    records = nearest(store, encode_query(model, query), limit, filter=build_filter(store, source, filter),
+                      score_threshold=score_threshold, offset=offset)
     return [Hit.from_record(r) for r in records]
 
 
 def search_groups(store: Store, model: Any, query: Query, *, group_by: str = SOURCE_KEY, limit: int = 5,
                   group_size: int = 3, source: str | None = None,
                   filter: models.Filter | None = None) -> list[HitGroup]:
-    """Best ``limit`` groups (by default: documents), each with up to ``group_size`` hits."""
-    groups = store.query_groups(encode_query(model, query), group_by, limit, group_size,
-                                filter=build_filter(store, source, filter))
-    return [HitGroup(g.key, [Hit.from_record(r) for r in g.hits]) for g in groups]
+    """Best ``limit`` groups (by default: documents) in order of their best hit, each with up to ``group_size``
+    snippets. Hits whose ``group_by`` value is missing, a list or an object are left out."""
+    def groups_of(hits: list[Record]) -> dict[Any, list[Record]]:
+        groups: dict[Any, list[Record]] = {}
+        for hit in hits:
+            key = _lookup(hit.payload, group_by)
+            if key is None or isinstance(key, (list, dict)) or (key not in groups and len(groups) >= limit):
+                continue
+            members = groups.setdefault(key, [])
+            if len(members) < group_size:
+                members.append(hit)
+        return groups
+
+    # Enough once ``limit`` groups are open: filling each would read the whole collection for short documents.
+    hits = _widen(store, encode_query(model, query), limit * group_size * 2, build_filter(store, source, filter),
+                  None, lambda hits: len(groups_of(hits)) >= limit)
+    return [HitGroup(key, [Hit.from_record(r) for r in members]) for key, members in groups_of(hits).items()]
+
+
+def _lookup(payload: dict[str, Any], key: str) -> Any:
+    """``payload["metadata"]["source"]`` for ``key="metadata.source"``."""
+    value: Any = payload
+    for part in key.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 def count(store: Store, source: str | None = None) -> int:
@@ -871,3 +986,14 @@ def delete(store: Store, source: str) -> int:
     if n:
         store.delete(selector)
     return n
+
+
+def with_parts(ids: Sequence[str]) -> models.Filter:
+    """Points with these IDs, and the extra points of the pages among them (to delete or search snippets by ID)."""
+    return models.Filter(should=[models.HasIdCondition(has_id=list(ids)),
+                                 models.FieldCondition(key=f"{METADATA_KEY}.of", match=models.MatchAny(any=list(ids)))])
+
+
+def is_part(record: Record) -> bool:
+    """True for a page's extra point (a reader listing snippets skips it: the page's first point stands for it)."""
+    return bool((record.payload.get(METADATA_KEY) or {}).get("of"))

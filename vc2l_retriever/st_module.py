@@ -123,16 +123,23 @@ class VC2LModule(InputModule):
     def embed_canvases(self, canvases: Sequence[np.ndarray], pages: Sequence[bool], batch_size: int = 32
                        ) -> np.ndarray:
         """Unit vectors ``(n, dim)`` of rendered canvases, each read as page strips where ``pages`` says so."""
+        # Batched by height, as sentence-transformers batches texts by length: a short canvas padded to a page's
+        # height would cost the page's compute.
+        order = sorted(range(len(canvases)), key=lambda i: canvases[i].shape[0])
         parts = []
-        for start in range(0, len(canvases), batch_size):
-            features = self.canvases_to_features(canvases[start:start + batch_size])
+        for start in range(0, len(order), batch_size):
+            chosen = order[start:start + batch_size]
+            features = self.canvases_to_features([canvases[i] for i in chosen])
             pixels = features["pixel_values"].to(self.pixel_mean.device)
             rows = features["patch_rows"].to(pixels.device)
-            flags = list(pages[start:start + batch_size])
+            flags = [bool(pages[i]) for i in chosen]
             out = (self.model(pixels, rows, pages=torch.tensor(flags, dtype=torch.bool, device=pixels.device))
                    if any(flags) else self.model(pixels, rows))
             parts.append(F.normalize(out.float(), dim=-1).cpu())
-        return torch.cat(parts).numpy()
+        vectors = torch.cat(parts).numpy()
+        unsorted = np.empty_like(vectors)
+        unsorted[order] = vectors
+        return unsorted
 
     @torch.no_grad()
     def points(self, inputs: Sequence[Any], batch_size: int = 32) -> list[np.ndarray]:

@@ -41,7 +41,12 @@ except ImportError:  # the server backend works without it
     qe = None
 
 EDGE_MARKER = "vc2l-edge.json"
-PAYLOAD_INDEXES = ("metadata.source", "metadata.kind")  # keyword indexes: filters, facets and deletes by source
+# Keyword indexes: filters, facets and deletes by source; and the extra points of a page by the snippet they belong to.
+PAYLOAD_INDEXES = ("metadata.source", "metadata.kind", "vc2l.of")
+# Similarities a collection can rank by. New collections use "dot": texts and images are stored as unit vectors (the
+# dot product is their cosine) and a page as several points whose dot product is designed (``index.py``). Collections
+# made before that rank by "cosine" and are read as they are.
+DISTANCES = ("dot", "cosine")
 
 
 class VC2LIndexError(Exception):
@@ -66,16 +71,8 @@ class Record:
     score: float = 0.0
 
 
-@dataclass
-class Group:
-    """Hits sharing one payload value (``group_by``), best first."""
-
-    key: Any
-    hits: list[Record]
-
-
 class Store(ABC):
-    """One collection of cosine vectors with JSON payloads. Subclasses: :class:`EdgeStore`, :class:`ServerStore`."""
+    """One collection of vectors with JSON payloads. Subclasses: :class:`EdgeStore`, :class:`ServerStore`."""
 
     name: str
     embedded: bool
@@ -85,12 +82,17 @@ class Store(ABC):
         """True once the collection has been created."""
 
     @abstractmethod
-    def create(self, dim: int, metadata: dict[str, Any], **options: Any) -> None:
-        """Create the collection for ``dim``-d cosine vectors, recording ``metadata`` (the model identity)."""
+    def create(self, dim: int, metadata: dict[str, Any], *, distance: str = "dot", **options: Any) -> None:
+        """Create the collection for ``dim``-d vectors ranked by ``distance`` (one of :data:`DISTANCES`),
+        recording ``metadata`` (the model identity)."""
 
     @abstractmethod
     def describe(self) -> tuple[int | None, dict[str, Any]]:
         """The vector size and the recorded metadata (``None`` / ``{}`` where absent)."""
+
+    @abstractmethod
+    def distance(self) -> str:
+        """How the collection ranks: ``"dot"`` or ``"cosine"`` (anything else: the other name, lower case)."""
 
     @abstractmethod
     def upsert(self, points: Sequence[Record]) -> None:
@@ -104,7 +106,7 @@ class Store(ABC):
     @abstractmethod
     def query(self, vector: Sequence[float], limit: int, *, filter: models.Filter | None = None,
               score_threshold: float | None = None, offset: int = 0) -> list[Record]:
-        """Nearest points by cosine, best first, with payloads."""
+        """Nearest points by the collection's similarity, best first, with payloads."""
 
     @abstractmethod
     def count(self, filter: models.Filter | None = None) -> int:
@@ -128,26 +130,6 @@ class Store(ABC):
         if ids:
             self.delete(models.Filter(must=[models.HasIdCondition(has_id=list(ids))]))
 
-    def query_groups(self, vector: Sequence[float], group_by: str, limit: int, group_size: int, *,
-                     filter: models.Filter | None = None) -> list[Group]:
-        """Best ``limit`` groups of up to ``group_size`` hits; by widening the search until enough groups fill."""
-        total = self.count(filter)
-        want = max(limit * group_size * 4, 64)
-        while True:
-            hits = self.query(vector, min(want, max(total, 1)), filter=filter)
-            groups: dict[Any, list[Record]] = {}
-            for hit in hits:
-                key = _lookup(hit.payload, group_by)
-                if key is None or isinstance(key, (list, dict)):
-                    continue
-                if key in groups or len(groups) < limit:
-                    members = groups.setdefault(key, [])
-                    if len(members) < group_size:
-                        members.append(hit)
-            if len(groups) >= limit or want >= total:
-                return [Group(key, members) for key, members in groups.items()]
-            want *= 4
-
     def optimize(self) -> bool:
         """Build search indexes (HNSW) where the backend does it on request; True if anything changed."""
         return False
@@ -161,16 +143,6 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _lookup(payload: dict[str, Any], key: str) -> Any:
-    """``payload["metadata"]["source"]`` for ``key="metadata.source"``."""
-    value: Any = payload
-    for part in key.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
 
 
 # --- The server backend --------------------------------------------------------------------------------------------
@@ -187,13 +159,13 @@ class ServerStore(Store):
     def exists(self) -> bool:
         return self.client.collection_exists(self.name)
 
-    def create(self, dim: int, metadata: dict[str, Any], *, shard_number: int | None = None,
+    def create(self, dim: int, metadata: dict[str, Any], *, distance: str = "dot", shard_number: int | None = None,
                replication_factor: int | None = None, on_disk: bool = False, quantization: bool = False,
                **_: Any) -> None:
         quant = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8,
                                                                                   always_ram=True))
         self.client.create_collection(
-            self.name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE,
+            self.name, vectors_config=models.VectorParams(size=dim, distance=_server_distance(distance),
                                                           on_disk=on_disk or None),
             shard_number=shard_number, replication_factor=replication_factor,
             quantization_config=quant if quantization else None, metadata=metadata)
@@ -205,6 +177,10 @@ class ServerStore(Store):
         vectors = config.params.vectors
         size = vectors.size if isinstance(vectors, models.VectorParams) else None
         return size, dict(config.metadata or {})
+
+    def distance(self) -> str:
+        vectors = self.client.get_collection(self.name).config.params.vectors
+        return str(vectors.distance.value).lower() if isinstance(vectors, models.VectorParams) else ""
 
     def upsert(self, points: Sequence[Record]) -> None:
         if points:
@@ -223,12 +199,6 @@ class ServerStore(Store):
                                             with_payload=True, query_filter=filter,
                                             score_threshold=score_threshold)
         return [_from_client(p) for p in response.points]
-
-    def query_groups(self, vector: Sequence[float], group_by: str, limit: int, group_size: int, *,
-                     filter: models.Filter | None = None) -> list[Group]:
-        response = self.client.query_points_groups(self.name, group_by=group_by, query=list(vector), limit=limit,
-                                                   group_size=group_size, with_payload=True, query_filter=filter)
-        return [Group(g.id, [_from_client(p) for p in g.hits]) for g in response.groups]
 
     def count(self, filter: models.Filter | None = None) -> int:
         return self.client.count(self.name, count_filter=filter, exact=True).count
@@ -255,6 +225,12 @@ class ServerStore(Store):
     def close(self) -> None:
         if self._owns:
             self.client.close()
+
+
+def _server_distance(distance: str) -> models.Distance:
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    return models.Distance.DOT if distance == "dot" else models.Distance.COSINE
 
 
 def _from_client(point: Any) -> Record:
@@ -337,25 +313,32 @@ class EdgeStore(Store):
     def exists(self) -> bool:
         return (self.dir / "vc2l.json").is_file()
 
-    def create(self, dim: int, metadata: dict[str, Any], **_: Any) -> None:
+    def create(self, dim: int, metadata: dict[str, Any], *, distance: str = "dot", **_: Any) -> None:
         """Create the shard; server-only options (shards, replication, quantization) are ignored."""
         edge = _require_edge()
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
         shard_dir = self.dir / "shard"
         if shard_dir.exists():  # a create interrupted before its record was written: start it again
             shutil.rmtree(shard_dir)
-        config = edge.EdgeConfig(vectors=edge.EdgeVectorParams(size=dim, distance=edge.Distance.Cosine),
+        metric = edge.Distance.Dot if distance == "dot" else edge.Distance.Cosine
+        config = edge.EdgeConfig(vectors=edge.EdgeVectorParams(size=dim, distance=metric),
                                  wal_enabled=True)
         self.shard = edge.EdgeShard.create(os.fspath(shard_dir), config)
         for key in PAYLOAD_INDEXES:
             self.shard.update(edge.UpdateOperation.create_field_index(key, edge.PayloadSchemaType.Keyword))
         record = self.dir / "vc2l.json"
         tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"dim": dim, "metadata": metadata}, indent=1) + "\n")
+        tmp.write_text(json.dumps({"dim": dim, "distance": distance, "metadata": metadata}, indent=1) + "\n")
         os.replace(tmp, record)  # the collection exists once its record does
 
     def describe(self) -> tuple[int | None, dict[str, Any]]:
         record = json.loads((self.dir / "vc2l.json").read_text())
         return int(record["dim"]), dict(record.get("metadata") or {})
+
+    def distance(self) -> str:
+        # Collections made before the record kept it were all cosine.
+        return str(json.loads((self.dir / "vc2l.json").read_text()).get("distance", "cosine"))
 
     def upsert(self, points: Sequence[Record]) -> None:
         if points:
@@ -523,8 +506,8 @@ def copy_collection(source: Store, target: Store, *, batch: int = 256) -> int:
     if dim is None:
         raise VC2LIndexError(f"collection {source.name!r} has named vectors; only VC2L collections can be copied")
     if not target.exists():
-        target.create(dim, metadata)
-    elif target.describe() != (dim, metadata):
+        target.create(dim, metadata, distance=source.distance())
+    elif target.describe() != (dim, metadata) or target.distance() != source.distance():
         raise VC2LIndexError(f"collection {target.name!r} already exists with another model or vector size")
     n = copy_points(source, target, batch=batch)
     arrived = target.count()

@@ -302,6 +302,8 @@ class VC2LVectorStore(VectorStore):
             path, url=url, api_key=api_key, collection=collection_name, client=client)
         try:
             _index.ensure_collection(self.store, embeddings_identity(embedding), create=create)
+            # A VC2L model writes a page as several points where the collection ranks by dot product (read once).
+            self._points = isinstance(embedding, VC2LEmbeddings) and self.store.distance() == "dot"
         except BaseException:
             self.close()  # release the embedded folder's lock
             raise
@@ -345,19 +347,19 @@ class VC2LVectorStore(VectorStore):
             records = [self._records(d, s, v, i) for d, s, v, i in
                        zip(batch, snippets, self._embed(batch, snippets), given[start:start + batch_size],
                            strict=True)]
-            firsts = [points[0].id for points, _ in records]
-            # A document written again may have been a page of more points: its old extra points go first.
-            self.store.delete(models.Filter(must=[models.FieldCondition(
-                key=f"{_index.METADATA_KEY}.of", match=models.MatchAny(any=firsts))]))
+            if self._points:  # a document written again may have been a page of more points: those go first
+                firsts = [points[0].id for points, _ in records]
+                self.store.delete(models.Filter(must=[models.FieldCondition(
+                    key=f"{_index.METADATA_KEY}.of", match=models.MatchAny(any=firsts))]))
             self.store.upsert([p for points, _ in records for p in points])
             written += [i for _, i in records]
         return written
 
     def _embed(self, documents: list[Document], snippets: list[Snippet]) -> list[Any]:
         """Each document's points: a VC2L model's (several for a page, in a dot-product collection), else one."""
+        if self._points:
+            return self.embedding.model.encode_points(snippets, batch_size=self.embedding.batch_size)
         if isinstance(self.embedding, VC2LEmbeddings):
-            if self.store.distance() == "dot":
-                return self.embedding.model.encode_points(snippets, batch_size=self.embedding.batch_size)
             return [[v] for v in self.embedding.embed_documents_with_images(snippets)]
         return [[v] for v in self.embedding.embed_documents([d.page_content for d in documents])]  # text only
 

@@ -50,9 +50,10 @@ logger = logging.getLogger(__name__)
 EncodeFn = Callable[[Sequence[Snippet]], np.ndarray]
 """Snippets -> ``(n, d)`` float embeddings (normalised by the scorer)."""
 Scorer = Callable[[Sequence[Snippet], Sequence[Snippet]], np.ndarray]
-# Each snippet's points in a dot-product index, ``(k, dim)`` (``encode_points``): one for a text, several for a page.
-PointsFn = Callable[[Sequence[Snippet]], list[np.ndarray]]
 """Queries, documents -> ``(n_queries, n_documents)`` similarity scores."""
+PointsFn = Callable[[Sequence[Snippet]], list[np.ndarray]]
+"""Snippets -> each one's points in a dot-product index, ``(k, d)`` (``encode_points``): one for a text, several
+for a page."""
 
 PROTOCOLS = ("anycir", "seqcir", "csr", "text")
 MODALITIES = ("text", "image", "text+image")

@@ -94,10 +94,7 @@ class VC2LConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON. ``render.page_rows`` at 0 (off) is left out: models saved before it existed keep
         the same config, so an index's fingerprint of them (``index.model_identity``) still matches."""
-        data = asdict(self)
-        if not data["render"]["page_rows"]:
-            del data["render"]["page_rows"]
-        return data
+        return {**asdict(self), "render": self.render.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VC2LConfig:

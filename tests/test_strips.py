@@ -12,7 +12,17 @@ from PIL import Image, ImageDraw, ImageFont
 
 from vc2l_retriever.inputs import Snippet
 from vc2l_retriever.render import GLYPH
-from vc2l_retriever.strips import Strip, find_lines, fold, line_strip, page_strips, ribbon, ribbon_canvases, to_grey
+from vc2l_retriever.strips import (
+    Strip,
+    find_lines,
+    fold,
+    line_strip,
+    line_windows,
+    page_strips,
+    ribbon,
+    ribbon_canvases,
+    to_grey,
+)
 from vc2l_retriever.training.font_strips import Style, text_ribbon, wrap
 from vc2l_retriever.training.strip_distill import cell_targets, strip_term, strip_text
 
@@ -72,6 +82,54 @@ def test_the_ribbon_lays_strips_end_to_end_with_a_blank_cell_and_folds_into_grid
     canvases = fold(pixels, columns=28, max_rows=1)
     assert [c.shape for c in canvases] == [(16, 224, 3)] * 2  # 33 cells: two rows of 28, one row a canvas
     assert (canvases[1][:, 40:] == 127).all()  # the second row ends at the ribbon's last cell, then background
+
+
+def test_line_windows_begin_at_each_lines_first_cell_and_leave_no_cell_unread() -> None:
+    def strip(k: int, cells: int) -> Strip:  # cell j of line k is filled with the grey level 10 k + j
+        pixels = np.repeat(10 * k + np.arange(cells, dtype=np.uint8), 8)[None].repeat(GLYPH, 0)
+        return Strip(pixels=pixels, source_x=np.arange(8 * cells, dtype=np.float64))
+
+    lines = [strip(1, 3), strip(2, 10), strip(3, 1)]  # the ribbon: 3 cells, blank, 10, blank, 1, blank
+    windows = line_windows(lines, columns=4, max_rows=2)  # 8 cells a window
+    firsts = [int(w[0, 0, 0]) for w in windows]
+    assert firsts == [10, 20, 28, 30]  # lines 1, 2 and 3, and again 8 cells into line 2 (longer than a window)
+    assert [w.shape for w in windows] == [(32, 32, 3), (32, 32, 3), (32, 32, 3), (16, 32, 3)]
+    cells = [w[::GLYPH, ::8, 0].ravel().tolist() for w in windows]  # each window's cells, row by row
+    assert cells[0] == [10, 11, 12, 127, 20, 21, 22, 23]  # line 1, the blank cell, then line 2 runs on
+    assert cells[3] == [30, 127, 127, 127]  # the last line: one row, padded with the background
+    read = {c for window in cells for c in window}
+    assert read >= {10, 11, 12, *range(20, 30), 30}  # every cell of every line is in some window
+    assert line_windows(lines, columns=4, max_rows=2, background=200)[3][0, 8, 0] == 200
+
+
+@needs_font
+def test_a_pages_points_come_from_line_windows_and_its_vector_from_its_canvases(reader_model, monkeypatch  # noqa: ANN001
+                                                                                ) -> None:
+    from dataclasses import replace
+
+    from vc2l_retriever.render import Renderer
+
+    page = page_image(LINES * 4)
+    module = reader_model.vc2l
+    config = replace(module.renderer.config, page_rows=2, page_windows="lines")
+    drawn = Renderer(config).draw(Snippet(images=[page]), windows=True)
+    strips = page_strips(page)
+    assert drawn.page and len(strips) == 12
+    per = config.columns * 2
+    assert len(drawn.windows) == sum(-(-s.pixels.shape[1] // 8 // per) for s in strips)  # one a line, more if long
+    heading = fold(ribbon(strips[4:])[0], config.columns, 2)[0]  # "Installing the package" again, and what follows
+    assert any(np.array_equal(w, heading) for w in drawn.windows)
+    assert not any(np.array_equal(c, heading) for c in drawn.canvases)  # the fold splits it
+    assert Renderer(config).draw(Snippet(images=[page])).windows == []  # drawn only when points are asked for
+
+    folded = replace(config, page_windows="fold")
+    monkeypatch.setattr(module, "renderer", Renderer(folded))
+    mean = reader_model.encode([page])[0]
+    monkeypatch.setattr(module, "renderer", Renderer(config))
+    np.testing.assert_allclose(reader_model.encode([page])[0], mean, atol=1e-6)  # encode does not move
+    points = reader_model.encode_points([page])[0]
+    windows = module.embed_canvases(drawn.windows, [True] * len(drawn.windows))
+    np.testing.assert_allclose(points, (mean + windows) / 2, atol=1e-5)
 
 
 @needs_font
@@ -238,7 +296,7 @@ def test_fewer_page_rows_read_a_page_as_more_canvases(reader_model) -> None:  # 
     assert sum(c.shape[0] for c in short) >= sum(c.shape[0] for c in default)
 
 
-def test_page_rows_is_saved_only_when_set_so_older_models_keep_their_fingerprint() -> None:
+def test_page_rows_and_windows_are_saved_only_when_set_so_older_models_keep_their_fingerprint() -> None:
     from vc2l_retriever.model import VC2LConfig
     from vc2l_retriever.render import RenderConfig
 
@@ -249,3 +307,8 @@ def test_page_rows_is_saved_only_when_set_so_older_models_keep_their_fingerprint
     assert VC2LConfig.from_dict(five.to_dict()).render.page_rows == 5
     with pytest.raises(ValueError, match="page_rows"):
         RenderConfig(layout="grid", max_rows=20, page_rows=21)
+    assert "page_windows" not in default.to_dict()["render"]
+    lines = VC2LConfig.from_preset("reader-micro", render={"page_windows": "lines"})
+    assert VC2LConfig.from_dict(lines.to_dict()).render.page_windows == "lines"
+    with pytest.raises(ValueError, match="page_windows"):
+        RenderConfig(layout="grid", page_windows="rows")

@@ -16,8 +16,14 @@ its canvases (one vector, shipped), its best canvas, the average of those two sc
 canvas added to the mean. ``--fresh`` scores queries no earlier decision saw instead: ood / ood2 pages 41-80
 (among pages 1-80) and the next 24 held-out texlive PDFs.
 
+``windows``: a page's points taken from overlapping windows of the model's ``page_rows`` rows, starting every
+``s`` rows of the folded ribbon (s = 5 is the shipped fold, fewer rows apart means more points a page), and the
+weight of the page's mean against its best window (the shipped points weigh them 1:1). The mean is always the
+shipped fold's, so ``encode`` would not move.
+
     python -m vc2l_retriever.training.page_diagnostics views MODEL
     python -m vc2l_retriever.training.page_diagnostics pooling MODEL [--fresh] [--sets ood,ood2] [--save OUT.npz]
+    python -m vc2l_retriever.training.page_diagnostics windows MODEL [--fresh] [--save OUT.npz]
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ import numpy as np
 
 from vc2l_retriever import evaluation as ev
 from vc2l_retriever.index import GRID_PAGE_WIDTH_PX
-from vc2l_retriever.render import GLYPH, render_grid
-from vc2l_retriever.strips import Strip, fold, line_strip, paper_level, ribbon, split_page
+from vc2l_retriever.render import CELL_W, GLYPH, render_grid
+from vc2l_retriever.strips import Strip, fold, line_strip, line_windows, paper_level, ribbon, split_page
 from vc2l_retriever.training.csr_compare import csr_sets
 from vc2l_retriever.training.font_strips import Style, draw_line, ink_box
 from vc2l_retriever.training.pdf_strips import PageLine, match_line, text_layer
@@ -44,6 +50,9 @@ DRAW_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"  # a training font
 VIEWS = ("P_all", "P", "F", "U_page", "U")
 ROWS = (20, 10, 5)
 POOLINGS = ("mean", "max", "mean+max", "max(mean,canvases)", "canvas+mean")
+STRIDES = (5, 3, 2, 1)
+LINE_KEYS = ("lines", "lines2", "lines+fold", "short+fold")
+MEAN_WEIGHTS = (0.5, 0.35, 0.65)
 
 Sets = dict[str, tuple[list[ev.CSRPair], int, int]]
 
@@ -122,6 +131,50 @@ def canvas_vectors(module: Any, canvases: Sequence[np.ndarray], page: bool) -> n
     return module.embed_canvases(canvases, [page] * len(canvases), batch_size=16)
 
 
+def window_starts(rows: int, window: int, stride: int) -> list[int]:
+    """First rows of windows ``window`` rows tall, ``stride`` apart, over ``rows`` rows; the tail is covered by a
+    last full window (a page shorter than a window is one window)."""
+    if rows <= window:
+        return [0]
+    starts = list(range(0, rows - window + 1, stride))
+    return starts if starts[-1] + window >= rows else starts + [rows - window]
+
+
+def window_vectors(module: Any, pixels: np.ndarray, columns: int, window: int, background: int,
+                   strides: Sequence[int] = STRIDES) -> dict[str, np.ndarray]:
+    """The shipped fold's canvas vectors (``fold``) and, per stride, the vectors of overlapping windows."""
+    rows = fold(pixels, columns, 1, background)  # one canvas a row
+    shipped = fold(pixels, columns, window, background)
+    starts = sorted({s for stride in strides for s in window_starts(len(rows), window, stride)})
+    canvases = [np.concatenate(rows[s:s + window], axis=0) for s in starts]
+    vectors = canvas_vectors(module, canvases, True)
+    at = {s: i for i, s in enumerate(starts)}
+    out = {"fold": canvas_vectors(module, shipped, True)}
+    for stride in strides:
+        out[f"s{stride}"] = vectors[[at[s] for s in window_starts(len(rows), window, stride)]]
+    return out
+
+
+def line_window_vectors(module: Any, strips: Sequence[Strip], columns: int, window: int, background: int,
+                        fold_vectors: np.ndarray) -> dict[str, np.ndarray]:
+    """Windows of ``window`` rows that begin at a text line's first cell (``lines``), the product's line windows
+    (``lines2``, ``strips.line_windows``: also a window every ``window`` rows inside a longer line, so no cell is
+    unread), the fold's canvases with ``lines`` (``lines+fold``), and the fold's canvases with the windows of
+    one-row lines only (``short+fold``: headings, captions, the last line of a paragraph)."""
+    vectors = canvas_vectors(module, line_windows(list(strips), columns, window, background), True)
+    cells = [s.pixels.shape[1] // CELL_W for s in strips]
+    per_line = [-(-c // (columns * window)) for c in cells]  # windows a line begins
+    lines = vectors[np.concatenate([[0], np.cumsum(per_line)[:-1]]).astype(int)]
+    short = lines[[k for k, c in enumerate(cells) if c <= columns]]
+    return {"lines": lines, "lines2": vectors, "lines+fold": np.concatenate([fold_vectors, lines]),
+            "short+fold": np.concatenate([fold_vectors, short])}
+
+
+def weighted_score(q: np.ndarray, mean_of: np.ndarray, canvases: np.ndarray, weight: float) -> np.ndarray:
+    """``weight * q.m + (1 - weight) * max_c q.c``: m the unit mean of ``mean_of``, c the rows of ``canvases``."""
+    return weight * (q @ unit(mean_of.mean(0))) + (1 - weight) * (q @ canvases.T).max(1)
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
 
@@ -143,9 +196,15 @@ def page_score(q: np.ndarray, canvases: np.ndarray, pooling: str) -> np.ndarray:
     raise ValueError(f"unknown pooling {pooling!r}")
 
 
-def pooled_scores(q: np.ndarray, pages: Sequence[np.ndarray], pooling: str) -> np.ndarray:
-    """``(queries, pages)`` scores of pages given as their canvases' unit vectors."""
-    return np.stack([page_score(q, v, pooling) for v in pages], axis=1) if pages else np.zeros((len(q), 0))
+def pooled_scores(q: np.ndarray, pages: Sequence[dict[str, np.ndarray]], key: str, pooling: str) -> np.ndarray:
+    """``(queries, pages)`` scores of pages given as their canvases' unit vectors under ``key``. A pooling
+    ``w=0.35`` scores ``weighted_score`` with the mean of the page's ``fold`` canvases."""
+    if not pages:
+        return np.zeros((len(q), 0))
+    if pooling.startswith("w="):
+        weight = float(pooling[2:])
+        return np.stack([weighted_score(q, v["fold"], v[key], weight) for v in pages], axis=1)
+    return np.stack([page_score(q, v[key], pooling) for v in pages], axis=1)
 
 
 def run(model: Any, sets: Sets, page_vectors: Callable[[str], dict[str, np.ndarray]],
@@ -159,7 +218,7 @@ def run(model: Any, sets: Sets, page_vectors: Callable[[str], dict[str, np.ndarr
         q = model.encode([s.text for s in rset.queries], normalize_embeddings=True, batch_size=32)
         vectors = [page_vectors(label) for label in rset.targets or []]
         for scoring, key, pooling in scorings:
-            m = ev.query_metrics(pooled_scores(q, [v[key] for v in vectors], pooling), rset.relevant, ks=(1,))
+            m = ev.query_metrics(pooled_scores(q, vectors, key, pooling), rset.relevant, ks=(1,))
             out.setdefault(scoring, {})[name] = m
             sys.stdout.write(f"{name} {scoring}: R@1 {m['recall@1'].mean():.3f} / nDCG@10 "
                              f"{m['ndcg@10'].mean():.3f} ({m['recall@1'].sum():.0f} of {len(rset.queries)})\n")
@@ -181,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import vc2l_retriever
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("diagnostic", choices=("views", "pooling"))
+    parser.add_argument("diagnostic", choices=("views", "pooling", "windows", "lines"))
     parser.add_argument("model")
     parser.add_argument("--fresh", action="store_true", help="queries no decision has seen (pooling)")
     parser.add_argument("--save", help="per-query metrics to this .npz")
@@ -197,6 +256,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             return {view: canvas_vectors(module, *drawn) for view, drawn in page_views(label, cfg).items()}
         results = run(model, sets, vectors, [(view, view, "mean") for view in VIEWS])
         base = "P_all"
+    elif args.diagnostic == "windows":
+        rows = cfg.page_rows or cfg.max_rows
+
+        def vectors(label: str) -> dict[str, np.ndarray]:
+            grey, paper, bands, _ = split_page(render(label)[0])
+            strips = [line_strip(grey, paper, band) for band in bands]
+            if not strips:
+                empty = canvas_vectors(module, [], True)
+                return {key: empty for key in ["fold"] + [f"s{s}" for s in STRIDES]}
+            return window_vectors(module, ribbon(strips, cfg.background)[0], cfg.columns, rows, cfg.background)
+        scorings = [(f"stride {s} w={w}", f"s{s}", f"w={w}") for s in STRIDES for w in MEAN_WEIGHTS]
+        results = run(model, sets, vectors, [("fold w=0.5", "fold", "w=0.5"), *scorings])
+        base = "fold w=0.5"
+    elif args.diagnostic == "lines":
+        rows = cfg.page_rows or cfg.max_rows
+
+        def vectors(label: str) -> dict[str, np.ndarray]:
+            grey, paper, bands, _ = split_page(render(label)[0])
+            strips = [line_strip(grey, paper, band) for band in bands]
+            if not strips:
+                empty = canvas_vectors(module, [], True)
+                return {key: empty for key in ("fold", "s1", *LINE_KEYS)}
+            pixels = ribbon(strips, cfg.background)[0]
+            out = window_vectors(module, pixels, cfg.columns, rows, cfg.background, strides=(5, 1) if args.fresh
+                                 else (5,))
+            out.update(line_window_vectors(module, strips, cfg.columns, rows, cfg.background, out["fold"]))
+            return out
+        keys = (("s1",) if args.fresh else ()) + LINE_KEYS
+        results = run(model, sets, vectors, [("fold w=0.5", "fold", "w=0.5"),
+                                             *[(f"{k} w=0.5", k, "w=0.5") for k in keys],
+                                             *[(f"{k} own mean", k, "mean+max") for k in ("lines", "lines2")]])
+        base = "fold w=0.5"
     else:
         def vectors(label: str) -> dict[str, np.ndarray]:
             grey, paper, bands, _ = split_page(render(label)[0])

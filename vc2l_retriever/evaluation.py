@@ -196,7 +196,7 @@ def dense_scorer(encode: EncodeFn) -> Scorer:
 
 def points_scorer(encode: EncodeFn, points: PointsFn) -> Scorer:
     """Each document scored by its best point against the unit query, by dot product, as the index scores it: a
-    text by its cosine, a page read line by line by its mean and its best canvas together."""
+    text by its cosine, a page read line by line by its mean and its best window together."""
 
     def score(queries: Sequence[Snippet], documents: Sequence[Snippet]) -> np.ndarray:
         q = normalize(encode(queries))

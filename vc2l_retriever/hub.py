@@ -56,8 +56,8 @@ class VC2LSentenceTransformer(SentenceTransformer):
 
     def encode_points(self, inputs: Sequence[Any], batch_size: int = 32) -> list[np.ndarray]:
         """Each input as its points for a vector store searched by dot product (``VC2LModule.points``): one unit
-        vector for a text, an image or a snippet; for a page read line by line, one point a canvas, whose best dot
-        product with a query scores the page's mean and its best canvas together."""
+        vector for a text, an image or a snippet; for a page read line by line, one point a window of its lines,
+        whose best dot product with a query scores the page's mean and its best window together."""
         if not isinstance(inputs, (list, tuple)):
             raise TypeError(f"encode_points takes a list of inputs, got {type(inputs).__name__}")
         to_snippets(list(inputs))  # TypeError naming the original index, before any work is done

@@ -7,11 +7,11 @@ One point per snippet, one unnamed vector per point, and a LangChain-compatible 
      "thumbnail": base64 PNG <= 128 px (image snippets, thumbnails="bytes"),
      "vc2l": {"content_hash", "file_snippets", "ingest_key"}}
 
-A page the model reads as ``k`` canvases (a scan or screenshot, on a ``grid`` model) is stored as ``k`` points, the
-model's ``encode_points``: a query's best dot product with them scores the page's mean and its best canvas together,
-which finds far more pages than one vector (lab notebook, issue 17). Its first point is the snippet's point as
-above, with ``"parts": k`` in its ``vc2l`` record; the others (IDs :func:`part_id`) hold the same payload but the
-thumbnail, so filters and deletes by source reach them, and ``"vc2l": {"part": i, "of": first point's ID, ...}``.
+A page the model reads line by line (a scan or screenshot, on a ``grid`` model) is stored as ``k`` points, the model's
+``encode_points``, one a window of its lines: a query's best dot product with them scores the page's mean and its best
+window together, which finds far more pages than one vector (lab notebook, issue 17). Its first point is the snippet's
+point as above, with ``"parts": k`` in its ``vc2l`` record; the others (IDs :func:`part_id`) hold the same payload but
+the thumbnail, so filters and deletes by source reach them, and ``"vc2l": {"part": i, "of": first point's ID, ...}``.
 Search returns each snippet once, at its best point, with its first point's ID and payload. The
 collection ranks by dot product (texts and images are unit vectors: their dot product is the cosine); a collection
 made before (cosine) keeps one point a snippet and is read as it is.
@@ -203,7 +203,7 @@ def part_payload(payload: dict[str, Any], first: str, part: int) -> dict[str, An
 
 
 def snippet_points(first: str, payload: dict[str, Any], vectors: Sequence[Sequence[float]]) -> list[Record]:
-    """A snippet's points: one, or for a page read as ``k`` canvases its first point (ID ``first``, the payload,
+    """A snippet's points: one, or for a page read as ``k`` windows its first point (ID ``first``, the payload,
     ``"parts": k``) and ``k - 1`` extra points (:func:`part_id`, :func:`part_payload`)."""
     if len(vectors) > 1:
         payload = {**payload, METADATA_KEY: {**payload[METADATA_KEY], "parts": len(vectors)}}
@@ -280,7 +280,7 @@ def snippet_from_payload(payload: dict[str, Any]) -> Snippet:
 
 @dataclass
 class Hit:
-    """One search result: similarity (a text's cosine; for a page, the mean of its mean vector's and best canvas's),
+    """One search result: similarity (a text's cosine; for a page, the mean of its mean vector's and best window's),
     the snippet's point ID, its stored payload and the snippet rebuilt from it."""
 
     score: float

@@ -63,6 +63,10 @@ class RenderConfig:
         ink: Grey level of glyph pixels.
         page_rows: Grid layout: strip rows in one canvas of a page read line by line (0: ``max_rows``). Fewer
             rows give a page more, shorter canvases: more points for ``encode_points`` to store.
+        page_windows: Grid layout: the canvases a page's points (``encode_points``) are read from. ``"fold"``:
+            its canvases; ``"lines"``: windows of ``page_rows`` rows that begin at each text line's first cell
+            (and again inside a longer line), so a heading always begins one. The page's one vector (``encode``)
+            is the mean of its canvases either way.
     """
 
     layout: Literal["official", "compact", "grid"] = "official"
@@ -76,6 +80,7 @@ class RenderConfig:
     background: int = 127
     ink: int = 0
     page_rows: int = 0
+    page_windows: Literal["fold", "lines"] = "fold"
 
     def __post_init__(self) -> None:
         if self.layout not in ("official", "compact", "grid"):
@@ -87,12 +92,17 @@ class RenderConfig:
         if not 0 <= self.page_rows <= self.max_rows:
             raise ValueError(f"page_rows must be between 0 (max_rows) and max_rows ({self.max_rows}), "
                              f"got {self.page_rows}")
+        if self.page_windows not in ("fold", "lines"):
+            raise ValueError(f"page_windows must be 'fold' or 'lines', got {self.page_windows!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON configs (``page_rows`` left out at 0, as ``VC2LConfig.to_dict`` does)."""
+        """Plain dict for JSON configs. ``page_rows`` at 0 and ``page_windows`` at ``"fold"`` are left out: models
+        saved before they existed keep the same config, so an index's fingerprint of them still matches."""
         data = asdict(self)
         if not data["page_rows"]:
             del data["page_rows"]
+        if data["page_windows"] == "fold":
+            del data["page_windows"]
         return data
 
     @property
@@ -242,6 +252,17 @@ def _tile_image(image: ImageLike, tile: int) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+@dataclass(frozen=True)
+class Drawn:
+    """A snippet as canvases: ``canvases`` (what its one vector pools), whether they are a ``page``'s line strips,
+    and, for a page whose points come from line windows, those ``windows`` (else empty: its points are its
+    canvases)."""
+
+    canvases: list[np.ndarray]
+    page: bool
+    windows: list[np.ndarray]
+
+
 class Renderer:
     """Renders snippets to ``uint8`` RGB arrays of shape ``(H, W, 3)`` as set by a :class:`RenderConfig`."""
 
@@ -261,26 +282,34 @@ class Renderer:
         return text[: self.config.max_chars]
 
     def render_canvases(self, snippet: Snippet) -> tuple[list[np.ndarray], bool]:
-        """The canvases one snippet is read from, and whether they are a page's line strips: one canvas, except
-        for a document image on the ``grid`` layout.
+        """The canvases one snippet is read from, and whether they are a page's line strips (:meth:`draw`)."""
+        drawn = self.draw(snippet)
+        return drawn.canvases, drawn.page
+
+    def draw(self, snippet: Snippet, windows: bool = False) -> Drawn:
+        """One snippet's canvases: one, except for a document image on the ``grid`` layout.
 
         A page, screenshot or scan (a ``page`` snippet, or an image-only snippet larger than a tile that looks
         like a document) cannot be read from one 224-px tile. The grid layout reads its text lines instead, as
-        line strips laid along the grid (``strips.py``), ``max_rows`` rows a canvas; the model pools the
+        line strips laid along the grid (``strips.py``), ``page_rows`` rows a canvas; the model pools the
         canvases into one vector. Anything else, and an image in which no text line is found, is one canvas.
+        ``windows``: also draw a page's line windows when its points are read from them (``page_windows``).
         """
         cfg = self.config
         if cfg.layout == "grid" and len(snippet.images) == 1 and not snippet.text.strip():
             image = open_image(snippet.images[0])
             if snippet.kind == "page" or max(image.size) > cfg.tile:
-                from vc2l_retriever.strips import ribbon_canvases  # strips.py imports this module
+                from vc2l_retriever.strips import document_strips, fold, line_windows, ribbon  # strips imports us
 
-                canvases = ribbon_canvases(image, cfg.columns, cfg.page_rows or cfg.max_rows, cfg.background,
-                                           require_document=snippet.kind != "page")
-                if canvases:
-                    return canvases, True
+                strips = document_strips(image, require_document=snippet.kind != "page")
+                if strips:
+                    rows = cfg.page_rows or cfg.max_rows
+                    canvases = fold(ribbon(strips, cfg.background)[0], cfg.columns, rows, cfg.background)
+                    lines = (line_windows(strips, cfg.columns, rows, cfg.background)
+                             if windows and cfg.page_windows == "lines" else [])
+                    return Drawn(canvases, True, lines)
             snippet = replace(snippet, images=[image])  # decoded once: the tile path reuses it
-        return [self.render(snippet)], False
+        return Drawn([self.render(snippet)], False, [])
 
     def _cap_images(self, snippet: Snippet, free: int) -> list[ImageLike]:
         images = snippet.images

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from vc2l_retriever.render import GLYPH, RenderConfig
-from vc2l_retriever.training.page_diagnostics import page_score, page_views
+from vc2l_retriever.strips import Strip, line_windows
+from vc2l_retriever.training.page_diagnostics import (
+    line_window_vectors,
+    page_score,
+    page_views,
+    weighted_score,
+    window_starts,
+)
 
 LINES = ["Installing the package", "Run the configure script first,", "then make and make install."]
 needs_font = pytest.mark.skipif(not glob.glob("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
@@ -41,6 +48,38 @@ def test_mean_plus_max_is_the_cosine_of_the_best_mean_canvas_pair_against_the_qu
     queries = np.concatenate([q, q], axis=1)
     cosine = unit(queries) @ unit(points).T
     assert np.allclose(cosine.max(1), page_score(q, canvases, "mean+max"), atol=1e-6)
+
+
+def test_overlapping_windows_start_every_stride_rows_and_a_full_last_window_covers_the_tail() -> None:
+    assert window_starts(17, 5, 5) == [0, 5, 10, 12]
+    assert window_starts(17, 5, 3) == [0, 3, 6, 9, 12]
+    assert window_starts(17, 5, 1) == list(range(13))
+    assert window_starts(3, 5, 2) == [0] and window_starts(6, 5, 5) == [0, 1]
+
+
+def test_the_mean_is_weighted_against_the_best_window() -> None:
+    q = np.array([[1.0, 0.0]])
+    fold = np.array([[1.0, 0.0], [0.0, 1.0]])  # unit mean (0.7071, 0.7071)
+    windows = np.array([[0.6, 0.8], [0.0, 1.0]])  # best window: 0.6
+    assert weighted_score(q, fold, windows, 0.5) == pytest.approx([(0.70711 + 0.6) / 2], abs=1e-5)
+    assert weighted_score(q, fold, windows, 0.25) == pytest.approx([0.25 * 0.70711 + 0.75 * 0.6], abs=1e-5)
+
+
+def test_each_line_is_scored_by_its_first_window_and_short_lines_join_the_fold(reader_model) -> None:  # noqa: ANN001
+    def strip(cells: int, level: int) -> Strip:
+        return Strip(pixels=np.full((GLYPH, 8 * cells), level, np.uint8), source_x=np.zeros(8 * cells))
+
+    module = reader_model.vc2l
+    strips = [strip(3, 20), strip(200, 60), strip(1, 100)]  # the second line needs two windows of 140 cells
+    fold = np.zeros((2, module.get_embedding_dimension()), np.float32)
+    out = line_window_vectors(module, strips, 28, 5, 127, fold)
+    windows = line_windows(strips, 28, 5)
+    direct = module.embed_canvases(windows, [True] * len(windows))
+    assert len(windows) == 4
+    np.testing.assert_allclose(out["lines2"], direct, atol=1e-5)
+    np.testing.assert_allclose(out["lines"], direct[[0, 1, 3]], atol=1e-5)
+    np.testing.assert_allclose(out["lines+fold"], np.concatenate([fold, direct[[0, 1, 3]]]), atol=1e-5)
+    np.testing.assert_allclose(out["short+fold"], np.concatenate([fold, direct[[0, 3]]]), atol=1e-5)
 
 
 @needs_font

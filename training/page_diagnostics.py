@@ -21,9 +21,15 @@ canvas added to the mean. ``--fresh`` scores queries no earlier decision saw ins
 weight of the page's mean against its best window (the shipped points weigh them 1:1). The mean is always the
 shipped fold's, so ``encode`` would not move.
 
+``lines``: windows that begin at each text line instead (``strips.line_windows``; shipped as ``page_windows:
+"lines"``), with the fold's canvases or alone, and with the page's mean over its own windows. ``window-rows``:
+line windows of 5 (shipped), 3 or 8 rows, the mean still the 5-row fold's.
+
     python -m vc2l_retriever.training.page_diagnostics views MODEL
     python -m vc2l_retriever.training.page_diagnostics pooling MODEL [--fresh] [--sets ood,ood2] [--save OUT.npz]
     python -m vc2l_retriever.training.page_diagnostics windows MODEL [--fresh] [--save OUT.npz]
+    python -m vc2l_retriever.training.page_diagnostics lines MODEL [--fresh] [--save OUT.npz]
+    python -m vc2l_retriever.training.page_diagnostics window-rows MODEL [--fresh] [--save OUT.npz]
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ ROWS = (20, 10, 5)
 POOLINGS = ("mean", "max", "mean+max", "max(mean,canvases)", "canvas+mean")
 STRIDES = (5, 3, 2, 1)
 LINE_KEYS = ("lines", "lines2", "lines+fold", "short+fold")
+WINDOW_ROWS = (5, 3, 8)  # the shipped windows first: the base
 MEAN_WEIGHTS = (0.5, 0.35, 0.65)
 
 Sets = dict[str, tuple[list[ev.CSRPair], int, int]]
@@ -236,13 +243,69 @@ def report(results: dict[str, dict[str, dict[str, np.ndarray]]], base: str) -> N
                          f"{pooled[scoring].mean():.3f}; - {base}: {mean:+.4f} [{low:+.4f}, {high:+.4f}]\n")
 
 
+Scoring = tuple[str, str, str]  # (name, page vector key, pooling)
+Diagnostic = tuple[Callable[[list[Strip]], dict[str, np.ndarray]], list[Scoring], str]
+
+
+def page_lines(label: str) -> list[Strip]:
+    """A CSR target page's text lines as strips, as the product cuts them."""
+    grey, paper, bands, _ = split_page(render(label)[0])
+    return [line_strip(grey, paper, band) for band in bands]
+
+
+def pooling_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
+    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
+        pixels = ribbon(strips, cfg.background)[0]
+        return {str(r): canvas_vectors(module, fold(pixels, cfg.columns, r, cfg.background), True) for r in ROWS}
+    return vectors, [(f"{r} rows {p}", str(r), p) for r in ROWS for p in POOLINGS], "20 rows mean"
+
+
+def windows_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
+    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
+        return window_vectors(module, ribbon(strips, cfg.background)[0], cfg.columns, cfg.page_rows or cfg.max_rows,
+                              cfg.background)
+    scorings = [(f"stride {s} w={w}", f"s{s}", f"w={w}") for s in STRIDES for w in MEAN_WEIGHTS]
+    return vectors, [("fold w=0.5", "fold", "w=0.5"), *scorings], "fold w=0.5"
+
+
+def lines_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
+    rows = cfg.page_rows or cfg.max_rows
+
+    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
+        out = window_vectors(module, ribbon(strips, cfg.background)[0], cfg.columns, rows, cfg.background,
+                             strides=(5, 1) if fresh else (5,))
+        out.update(line_window_vectors(module, strips, cfg.columns, rows, cfg.background, out["fold"]))
+        return out
+    keys = (("s1",) if fresh else ()) + LINE_KEYS
+    scorings = [("fold w=0.5", "fold", "w=0.5"), *[(f"{k} w=0.5", k, "w=0.5") for k in keys],
+                *[(f"{k} own mean", k, "mean+max") for k in ("lines", "lines2")]]
+    return vectors, scorings, "fold w=0.5"
+
+
+def window_rows_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
+    rows = cfg.page_rows or cfg.max_rows
+
+    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
+        out = {"fold": canvas_vectors(module, fold(ribbon(strips, cfg.background)[0], cfg.columns, rows,
+                                                   cfg.background), True)}
+        for r in WINDOW_ROWS:
+            out[str(r)] = canvas_vectors(module, line_windows(strips, cfg.columns, r, cfg.background), True)
+        return out
+    scorings = [(f"line windows of {r} rows", str(r), "w=0.5") for r in WINDOW_ROWS]
+    return vectors, scorings, f"line windows of {rows} rows"
+
+
+DIAGNOSTICS = {"pooling": pooling_diagnostic, "windows": windows_diagnostic, "lines": lines_diagnostic,
+               "window-rows": window_rows_diagnostic}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import vc2l_retriever
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("diagnostic", choices=("views", "pooling", "windows", "lines"))
+    parser.add_argument("diagnostic", choices=("views", *DIAGNOSTICS))
     parser.add_argument("model")
-    parser.add_argument("--fresh", action="store_true", help="queries no decision has seen (pooling)")
+    parser.add_argument("--fresh", action="store_true", help="queries no decision has seen (not views)")
     parser.add_argument("--save", help="per-query metrics to this .npz")
     parser.add_argument("--data", default="data")
     parser.add_argument("--sets", default="ood,ood2,in-domain", help="comma-separated CSR set names")
@@ -252,53 +315,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     sets = fresh_sets(args.data) if args.fresh else csr_sets(args.data)
     sets = {name: sets[name] for name in args.sets.split(",")}
     if args.diagnostic == "views":
-        def vectors(label: str) -> dict[str, np.ndarray]:
+        def views(label: str) -> dict[str, np.ndarray]:
             return {view: canvas_vectors(module, *drawn) for view, drawn in page_views(label, cfg).items()}
-        results = run(model, sets, vectors, [(view, view, "mean") for view in VIEWS])
+        results = run(model, sets, views, [(view, view, "mean") for view in VIEWS])
         base = "P_all"
-    elif args.diagnostic == "windows":
-        rows = cfg.page_rows or cfg.max_rows
-
-        def vectors(label: str) -> dict[str, np.ndarray]:
-            grey, paper, bands, _ = split_page(render(label)[0])
-            strips = [line_strip(grey, paper, band) for band in bands]
-            if not strips:
-                empty = canvas_vectors(module, [], True)
-                return {key: empty for key in ["fold"] + [f"s{s}" for s in STRIDES]}
-            return window_vectors(module, ribbon(strips, cfg.background)[0], cfg.columns, rows, cfg.background)
-        scorings = [(f"stride {s} w={w}", f"s{s}", f"w={w}") for s in STRIDES for w in MEAN_WEIGHTS]
-        results = run(model, sets, vectors, [("fold w=0.5", "fold", "w=0.5"), *scorings])
-        base = "fold w=0.5"
-    elif args.diagnostic == "lines":
-        rows = cfg.page_rows or cfg.max_rows
-
-        def vectors(label: str) -> dict[str, np.ndarray]:
-            grey, paper, bands, _ = split_page(render(label)[0])
-            strips = [line_strip(grey, paper, band) for band in bands]
-            if not strips:
-                empty = canvas_vectors(module, [], True)
-                return {key: empty for key in ("fold", "s1", *LINE_KEYS)}
-            pixels = ribbon(strips, cfg.background)[0]
-            out = window_vectors(module, pixels, cfg.columns, rows, cfg.background, strides=(5, 1) if args.fresh
-                                 else (5,))
-            out.update(line_window_vectors(module, strips, cfg.columns, rows, cfg.background, out["fold"]))
-            return out
-        keys = (("s1",) if args.fresh else ()) + LINE_KEYS
-        results = run(model, sets, vectors, [("fold w=0.5", "fold", "w=0.5"),
-                                             *[(f"{k} w=0.5", k, "w=0.5") for k in keys],
-                                             *[(f"{k} own mean", k, "mean+max") for k in ("lines", "lines2")]])
-        base = "fold w=0.5"
     else:
+        of_strips, scorings, base = DIAGNOSTICS[args.diagnostic](module, cfg, args.fresh)
+
         def vectors(label: str) -> dict[str, np.ndarray]:
-            grey, paper, bands, _ = split_page(render(label)[0])
-            strips = [line_strip(grey, paper, band) for band in bands]
-            if not strips:
-                return {str(r): canvas_vectors(module, [], True) for r in ROWS}
-            pixels = ribbon(strips, cfg.background)[0]
-            return {str(r): canvas_vectors(module, fold(pixels, cfg.columns, r, cfg.background), True)
-                    for r in ROWS}
-        results = run(model, sets, vectors, [(f"{r} rows {p}", str(r), p) for r in ROWS for p in POOLINGS])
-        base = "20 rows mean"
+            strips = page_lines(label)
+            if strips:
+                return of_strips(strips)
+            empty = canvas_vectors(module, [], True)  # a blank page: a zero vector under every key
+            return {key: empty for key in {"fold", *(key for _, key, _ in scorings)}}
+        results = run(model, sets, vectors, scorings)
     report(results, base)
     if args.save:
         np.savez(args.save, **{f"{s}/{n}/{k}": v for s, sets_ in results.items() for n, m in sets_.items()

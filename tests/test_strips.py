@@ -14,13 +14,12 @@ from vc2l_retriever.inputs import Snippet
 from vc2l_retriever.render import GLYPH
 from vc2l_retriever.strips import (
     Strip,
+    document_strips,
     find_lines,
     fold,
     line_strip,
     line_windows,
-    page_strips,
     ribbon,
-    ribbon_canvases,
     to_grey,
 )
 from vc2l_retriever.training.font_strips import Style, text_ribbon, wrap
@@ -113,7 +112,7 @@ def test_a_pages_points_come_from_line_windows_and_its_vector_from_its_canvases(
     module = reader_model.vc2l
     config = replace(module.renderer.config, page_rows=2, page_windows="lines")
     drawn = Renderer(config).draw(Snippet(images=[page]), windows=True)
-    strips = page_strips(page)
+    strips = document_strips(page)
     assert drawn.page and len(strips) == 12
     per = config.columns * 2
     assert len(drawn.windows) == sum(-(-s.pixels.shape[1] // 8 // per) for s in strips)  # one a line, more if long
@@ -194,14 +193,14 @@ def test_a_photo_is_not_read_as_a_document(reader_model) -> None:  # noqa: ANN00
     photo = Image.fromarray(rng.integers(0, 255, (400, 500, 3), dtype=np.uint8))
     canvases, is_page = reader_model.vc2l.renderer.render_canvases(Snippet(images=[photo]))
     assert len(canvases) == 1 and not is_page
-    assert ribbon_canvases(photo, 28, 20, require_document=True) == []
+    assert document_strips(photo, require_document=True) == []
 
 
 @needs_font
 def test_page_strips_are_read_the_same_from_any_ink_colour() -> None:
     page = page_image()
     inverted = Image.fromarray(255 - np.asarray(page))
-    a, b = page_strips(page), page_strips(inverted)
+    a, b = document_strips(page), document_strips(inverted)
     assert len(a) == len(b) == 3
     np.testing.assert_array_equal(a[0].pixels, b[0].pixels)
     assert to_grey(inverted).mean() < 128

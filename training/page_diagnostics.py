@@ -47,7 +47,16 @@ import numpy as np
 from vc2l_retriever import evaluation as ev
 from vc2l_retriever.index import GRID_PAGE_WIDTH_PX
 from vc2l_retriever.render import CELL_W, GLYPH, render_grid
-from vc2l_retriever.strips import Strip, fold, line_strip, line_windows, paper_level, ribbon, split_page
+from vc2l_retriever.strips import (
+    Strip,
+    document_strips,
+    fold,
+    line_strip,
+    line_windows,
+    paper_level,
+    ribbon,
+    split_page,
+)
 from vc2l_retriever.training.csr_compare import csr_sets
 from vc2l_retriever.training.font_strips import Style, draw_line, ink_box
 from vc2l_retriever.training.pdf_strips import PageLine, match_line, text_layer
@@ -249,8 +258,7 @@ Diagnostic = tuple[Callable[[list[Strip]], dict[str, np.ndarray]], list[Scoring]
 
 def page_lines(label: str) -> list[Strip]:
     """A CSR target page's text lines as strips, as the product cuts them."""
-    grey, paper, bands, _ = split_page(render(label)[0])
-    return [line_strip(grey, paper, band) for band in bands]
+    return document_strips(render(label)[0])
 
 
 def pooling_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:

@@ -12,7 +12,7 @@ recognising a single character:
    than a glyph, letters that touch, is split evenly), and each gap as wide as a word space one blank cell. This
    is segmentation, not recognition: no glyph is ever identified; the cells just hold whole glyphs, as the grid's
    do, instead of slices at any phase (slices were tried first and did not train: lab notebook, probe s1).
-3. **Ribbon** (:func:`ribbon_canvases`): the strips, one blank cell between lines, are laid end to end in reading
+3. **Ribbon** (:func:`ribbon`): the strips, one blank cell between lines, are laid end to end in reading
    order and folded into canvas rows of the grid's width, ``max_rows`` rows a canvas (:func:`fold`; the index
    also reads windows that begin at each line, :func:`line_windows`). The reader reads them exactly as it reads
    grid text.
@@ -138,12 +138,6 @@ def line_strip(grey: np.ndarray, paper: float, box: tuple[int, int, int, int]) -
     return Strip(pixels=np.concatenate(cells, axis=1), source_x=np.repeat(np.array(centres), CELL_W))
 
 
-def page_strips(image: Image.Image | np.ndarray) -> list[Strip]:
-    """Every text line of a page image as a strip, top to bottom."""
-    grey, paper, lines, _ = split_page(image)
-    return [line_strip(grey, paper, box) for box in lines]
-
-
 def ribbon(strips: list[Strip], background: int = 127) -> tuple[np.ndarray, np.ndarray]:
     """Strips end to end, one blank cell after each, padded to whole cells: ``(16, W)`` pixels and, per pixel
     column, ``(strip index, source x)`` as a ``(W, 2)`` float array (-1 where a column is a gap)."""
@@ -208,13 +202,5 @@ def document_strips(image: Image.Image | np.ndarray, require_document: bool = Fa
     return [line_strip(grey, paper, box) for box in lines]
 
 
-def ribbon_canvases(image: Image.Image | np.ndarray, columns: int, max_rows: int, background: int = 127,
-                    require_document: bool = False) -> list[np.ndarray]:
-    """A page or screenshot -> the reader's canvases of its text lines, ``max_rows`` rows each (empty when
-    :func:`document_strips` finds none)."""
-    strips = document_strips(image, require_document)
-    return fold(ribbon(strips, background)[0], columns, max_rows, background) if strips else []
-
-
-__all__ = ["Strip", "document_strips", "find_lines", "fold", "line_strip", "line_windows", "page_strips", "ribbon",
-           "ribbon_canvases", "split_page"]
+__all__ = ["Strip", "document_strips", "find_lines", "fold", "line_strip", "line_windows", "ribbon",
+           "split_page"]

@@ -166,9 +166,11 @@ def test_a_shipped_readers_page_stem_is_continued_and_exported_back_beside_its_t
     trainer.train()
     assert any(not torch.equal(v, state[f"page_stem.{k}"]) for k, v in trainer.model.stem.state_dict().items())
 
-    export(tmp_path / "q", tmp_path / "next", fp16=False, text_from=tmp_path / "shipped")  # a model folder
+    export(tmp_path / "q", tmp_path / "next", fp16=False, text_from=tmp_path / "shipped",  # a model folder
+           render={"page_rows": 5, "page_windows": "lines"})  # how the shipped model reads pages at search time
     nxt = vc2l_retriever.load(tmp_path / "next")
     assert nxt.vc2l.config.page_stem
+    assert (nxt.vc2l.config.render.page_rows, nxt.vc2l.config.render.page_windows) == (5, "lines")
     np.testing.assert_array_equal(nxt.encode(["typed text"]), shipped.encode(["typed text"]))
     moved = nxt.vc2l.model.state_dict()
     for key, value in trainer.model.stem.state_dict().items():

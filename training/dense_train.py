@@ -405,12 +405,13 @@ def _weights(path: Path) -> tuple[VC2LConfig, dict[str, torch.Tensor], dict[str,
 
 
 def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], fp16: bool = True,
-           text_from: str | os.PathLike[str] | None = None) -> VC2LModule:
+           text_from: str | os.PathLike[str] | None = None, render: dict[str, Any] | None = None) -> VC2LModule:
     """A run's latest checkpoint -> a model folder that ``vc2l_retriever.load`` reads (fp16 weights by default).
 
     ``text_from`` (another run, or a model folder): the model is that one's (text stem and body), and this run's
     stem becomes its *page stem*, which reads page strips (``strips.py``; probes s3-s4 train a stem for pages
-    alone)."""
+    alone). ``render``: render settings of the written model that training does not set, such as how a page is
+    read at search time (the shipped model: ``{"page_rows": 5, "page_windows": "lines"}``)."""
     from safetensors.torch import load_file, save_file
 
     from vc2l_retriever.hub import VC2LSentenceTransformer
@@ -424,6 +425,8 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], fp1
         config = dataclasses.replace(config, page_stem=True, page_stem_pixels=page_config.stem_pixels)
         pages = {"page_stem." + k[len("stem."):]: v for k, v in weights.items() if k.startswith("stem.")}
         weights = {**{k: v for k, v in text_weights.items() if not k.startswith("page_stem.")}, **pages}
+    if render:
+        config = dataclasses.replace(config, render=dataclasses.replace(config.render, **render))
     module = VC2LModule(config)
     module.model.load_state_dict(weights)
     VC2LSentenceTransformer(modules=[module], device="cpu").save(os.fspath(out_dir))
@@ -470,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve", action="store_true", help="print the run's learning curve and exit")
     parser.add_argument("--text-from", metavar="RUN",
                         help="with --export: RUN's model, with this run's stem as its page stem")
+    parser.add_argument("--render", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="with --export: render settings of the model written (page_rows=5 page_windows=lines)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
@@ -478,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(curve(recipe.run_dir) + "\n")
         return 0
     if args.export:
-        export(recipe.run_dir, args.export, text_from=args.text_from)
+        render = {k: int(v) if v.isdigit() else v for k, v in (item.split("=", 1) for item in args.render)}
+        export(recipe.run_dir, args.export, text_from=args.text_from, render=render)
         return 0
     DenseTrainer(recipe).train()
     return 0

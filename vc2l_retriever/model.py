@@ -92,8 +92,9 @@ class VC2LConfig:
         return self.render.max_height // self.patch_size, self.render.width // self.patch_w
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON. ``render.page_rows`` at 0 (off) is left out: models saved before it existed keep
-        the same config, so an index's fingerprint of them (``index.model_identity``) still matches."""
+        """Plain dict for JSON. The render settings at their defaults that older models lack (``page_rows``,
+        ``page_windows``) are left out (``RenderConfig.to_dict``), so an index's fingerprint of those models
+        (``index.model_identity``) still matches."""
         return {**asdict(self), "render": self.render.to_dict()}
 
     @classmethod

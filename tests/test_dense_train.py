@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import vc2l_retriever
-from vc2l_retriever.training.dense_train import DenseRecipe, DenseTrainer, curve, export, lr_factor
+from vc2l_retriever.training.dense_train import DenseRecipe, DenseTrainer, curve, export, lr_factor, render_value
 
 
 def recipe(tmp_path: Path, corpus: Path, **fields: object) -> DenseRecipe:
@@ -167,10 +167,13 @@ def test_a_shipped_readers_page_stem_is_continued_and_exported_back_beside_its_t
     assert any(not torch.equal(v, state[f"page_stem.{k}"]) for k, v in trainer.model.stem.state_dict().items())
 
     export(tmp_path / "q", tmp_path / "next", fp16=False, text_from=tmp_path / "shipped",  # a model folder
-           render={"page_rows": 5, "page_windows": "lines"})  # how the shipped model reads pages at search time
-    nxt = vc2l_retriever.load(tmp_path / "next")
+           render={k: render_value(v) for k, v in (("page_rows", "5"), ("page_windows", "lines"),
+                                                   ("page_headings", "1.15"), ("figure_labels", "true"))})
+    nxt = vc2l_retriever.load(tmp_path / "next")  # reads pages and figures as the shipped model does
     assert nxt.vc2l.config.page_stem
-    assert (nxt.vc2l.config.render.page_rows, nxt.vc2l.config.render.page_windows) == (5, "lines")
+    render = nxt.vc2l.config.render
+    assert (render.page_rows, render.page_windows, render.page_headings, render.figure_labels) == (5, "lines", 1.15,
+                                                                                                   True)
     np.testing.assert_array_equal(nxt.encode(["typed text"]), shipped.encode(["typed text"]))
     moved = nxt.vc2l.model.state_dict()
     for key, value in trainer.model.stem.state_dict().items():

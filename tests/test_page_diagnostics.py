@@ -10,9 +10,11 @@ import pytest
 from vc2l_retriever.render import GLYPH, RenderConfig
 from vc2l_retriever.strips import Strip, line_windows
 from vc2l_retriever.training.page_diagnostics import (
+    line_window_index,
     line_window_vectors,
     page_score,
     page_views,
+    tall_lines,
     weighted_score,
     window_starts,
 )
@@ -80,6 +82,20 @@ def test_each_line_is_scored_by_its_first_window_and_short_lines_join_the_fold(r
     np.testing.assert_allclose(out["lines"], direct[[0, 1, 3]], atol=1e-5)
     np.testing.assert_allclose(out["lines+fold"], np.concatenate([fold, direct[[0, 1, 3]]]), atol=1e-5)
     np.testing.assert_allclose(out["short+fold"], np.concatenate([fold, direct[[0, 3]]]), atol=1e-5)
+
+
+def test_headings_are_lines_taller_than_the_page_median_and_own_the_windows_they_begin() -> None:
+    heights = np.array([24.0, 16, 16, 17, 19, 16])  # median 16
+    assert tall_lines(heights, 1.15).tolist() == [0, 4]
+    assert tall_lines(heights, 1.3).tolist() == [0]
+    assert tall_lines(np.zeros(0), 1.15).size == 0
+
+    def strip(cells: int) -> Strip:
+        return Strip(pixels=np.full((GLYPH, 8 * cells), 60, np.uint8), source_x=np.zeros(8 * cells))
+
+    strips = [strip(3), strip(200), strip(1)]  # 140 cells a window: the second line begins two
+    assert line_window_index(strips, 28, 5).tolist() == [0, 1, 1, 2]
+    assert len(line_windows(strips, 28, 5)) == 4
 
 
 @needs_font

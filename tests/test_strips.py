@@ -15,8 +15,11 @@ from vc2l_retriever.render import GLYPH
 from vc2l_retriever.strips import (
     Strip,
     document_strips,
+    figure_lines,
+    figure_strips,
     find_lines,
     fold,
+    heading_windows,
     line_strip,
     line_windows,
     ribbon,
@@ -131,6 +134,42 @@ def test_a_pages_points_come_from_line_windows_and_its_vector_from_its_canvases(
     np.testing.assert_allclose(points, (mean + windows) / 2, atol=1e-5)
 
 
+def page_with_heading() -> Image.Image:
+    """``LINES`` at 20 px under a 30-px heading, and the heading again lower down at body size."""
+    image = Image.new("RGB", (900, 360), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((30, 30), "Building from source", fill="black", font=ImageFont.truetype(MONO[0], 30))
+    body = ImageFont.truetype(MONO[0], 20)
+    for k, line in enumerate([*LINES, "Building from source"]):
+        draw.text((30, 90 + 40 * k), line, fill="black", font=body)
+    return image
+
+
+@needs_font
+def test_a_heading_is_a_line_taller_than_the_pages_median_and_gets_a_window_of_its_own(reader_model  # noqa: ANN001
+                                                                                      ) -> None:
+    from dataclasses import replace
+
+    from vc2l_retriever.render import Renderer
+
+    strips = document_strips(page_with_heading())
+    heights = [s.height for s in strips]
+    assert len(strips) == 5 and heights[0] >= 1.3 * np.median(heights)  # the 30-px heading; body lines alike
+    alone = heading_windows(strips, 28, 5, tall=1.15)
+    assert len(alone) == 1 and np.array_equal(alone[0], fold(strips[0].pixels, 28, 5)[0])
+    assert heading_windows(strips, 28, 5, tall=2.0) == [] and heading_windows([], 28, 5, tall=1.15) == []
+
+    module = reader_model.vc2l
+    lines = replace(module.renderer.config, page_rows=5, page_windows="lines")
+    headed = replace(lines, page_headings=1.15)
+    plain = Renderer(lines).draw(Snippet(images=[page_with_heading()]), windows=True).windows
+    drawn = Renderer(headed).draw(Snippet(images=[page_with_heading()]), windows=True)
+    assert len(drawn.windows) == len(plain) + 1 and np.array_equal(drawn.windows[-1], alone[0])
+    assert "page_headings" not in lines.to_dict() and headed.to_dict()["page_headings"] == 1.15
+    with pytest.raises(ValueError, match="page_headings"):
+        replace(lines, page_headings=0.9)
+
+
 @needs_font
 def test_each_ribbon_cell_knows_the_character_drawn_under_it() -> None:
     text = "make install DESTDIR=/tmp"
@@ -194,6 +233,80 @@ def test_a_photo_is_not_read_as_a_document(reader_model) -> None:  # noqa: ANN00
     canvases, is_page = reader_model.vc2l.renderer.render_canvases(Snippet(images=[photo]))
     assert len(canvases) == 1 and not is_page
     assert document_strips(photo, require_document=True) == []
+
+
+def plot_image() -> Image.Image:
+    """A plot as matplotlib draws one: a framed axes box with a curve, tick labels beside the frame, a legend
+    inside it and a title and an axis label, all in 11-px DejaVu Sans Mono."""
+    font = ImageFont.truetype(MONO[0], 11)
+    image = Image.new("RGB", (480, 360), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([60, 40, 440, 300], outline="black")  # the axes frame
+    draw.line([(60 + x, 300 - int(240 * (x / 380) ** 2)) for x in range(0, 380, 4)], fill=(31, 119, 180), width=2)
+    draw.text((200, 12), "Filter response", fill="black", font=font)  # title, above the frame
+    for k, tick in enumerate(("0.0", "0.5", "1.0")):  # tick labels share their rows with the frame and curve
+        draw.text((20, 294 - 120 * k), tick, fill="black", font=font)
+    draw.text((300, 60), "ramp filter", fill="black", font=font)  # legend, inside the frame
+    draw.text((220, 320), "frequency", fill="black", font=font)
+    return image
+
+
+@needs_font
+def test_a_plots_labels_are_found_beside_its_curve_and_frame_in_reading_order() -> None:
+    boxes = [box for box, _ in figure_lines(plot_image())[1]]
+    assert len(find_lines(plot_image())) <= 3  # the row profile sees the framed plot as one tall band
+    assert len(boxes) == 6  # title, legend, three ticks, axis label; neither the frame nor the curve
+    for top, bottom, left, right in boxes:
+        assert 7 <= bottom - top <= 14 and right - left < 120
+    # rows top to bottom: title (drawn at x 200), legend (300) and top tick (20) share a row, read left to
+    # right; middle tick, bottom tick, axis label (220)
+    lefts = [left for _, _, left, _ in boxes]
+    assert lefts == pytest.approx([200, 20, 300, 20, 20, 220], abs=3)
+    assert [len(s.pixels) for s in figure_strips(plot_image())] == [GLYPH] * 6
+
+
+@needs_font
+def test_a_screenshots_labels_are_found_on_dark_and_light_panels_alike() -> None:
+    font = ImageFont.truetype(MONO[0], 12)
+    image = Image.new("RGB", (420, 200), (236, 236, 236))  # a window's light grey
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([0, 0, 419, 28], fill=(40, 44, 52))  # a dark toolbar with light text
+    draw.text((10, 8), "File Edit View", fill="white", font=font)
+    draw.rectangle([20, 80, 400, 110], fill="white", outline=(120, 120, 120))  # a white field in a grey frame
+    draw.text((30, 88), "Checking Account", fill="black", font=font)
+    draw.text((20, 150), "Transfer funds", fill=(30, 30, 30), font=font)  # text on the window itself
+    labels = figure_lines(image)[1]
+    assert [left for (_, _, left, _), _ in labels] == pytest.approx([10, 30, 20], abs=3)
+    papers = [paper for _, paper in labels]
+    assert papers[0] < 60 and papers[1] > 250 and 220 < papers[2] < 250  # each read against its own panel
+    assert all(s.pixels[:, :8].min() < 60 for s in figure_strips(image))  # ink is dark in every strip
+
+
+def test_a_photo_or_a_blank_image_has_no_labels() -> None:
+    rng = np.random.default_rng(0)
+    assert figure_lines(Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)))[1] == []
+    assert figure_lines(Image.new("RGB", (300, 200), "white"))[1] == []
+
+
+@needs_font
+def test_a_figure_is_read_from_its_labels_only_when_the_model_says_so(reader_model) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    from vc2l_retriever.render import Renderer
+
+    renderer = reader_model.vc2l.renderer
+    tiles, is_page = renderer.render_canvases(Snippet(images=[plot_image()]))
+    assert not is_page and len(tiles) == 1  # shipped before: the plot fails the document test, one tile
+    labels = Renderer(replace(renderer.config, figure_labels=True))
+    canvases, is_page = labels.render_canvases(Snippet(images=[plot_image()]))
+    expected = fold(ribbon(figure_strips(plot_image()))[0], renderer.config.columns, renderer.config.max_rows)
+    assert is_page and len(canvases) == len(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(canvases, expected, strict=True))
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    assert not labels.render_canvases(Snippet(images=[photo]))[1]  # no labels: still one tile
+    assert "figure_labels" not in renderer.config.to_dict()
+    assert labels.config.to_dict()["figure_labels"] is True
 
 
 @needs_font

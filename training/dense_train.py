@@ -465,6 +465,14 @@ def curve(run_dir: str | os.PathLike[str]) -> str:
     return "\n".join(lines)
 
 
+def render_value(text: str) -> Any:
+    """A ``--render`` value: a JSON number or boolean (``5``, ``1.15``, ``true``), else the string itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Dense distillation of the reader (stages a and b).")
     parser.add_argument("recipe", help="recipe YAML (training/recipes/reader_*.yaml)")
@@ -474,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-from", metavar="RUN",
                         help="with --export: RUN's model, with this run's stem as its page stem")
     parser.add_argument("--render", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="with --export: render settings of the model written (page_rows=5 page_windows=lines)")
+                        help="with --export: render settings of the model written (page_rows=5 page_windows=lines "
+                             "page_headings=1.15 figure_labels=true)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
@@ -483,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(curve(recipe.run_dir) + "\n")
         return 0
     if args.export:
-        render = {k: int(v) if v.isdigit() else v for k, v in (item.split("=", 1) for item in args.render)}
+        render = {k: render_value(v) for k, v in (item.split("=", 1) for item in args.render)}
         export(recipe.run_dir, args.export, text_from=args.text_from, render=render)
         return 0
     DenseTrainer(recipe).train()

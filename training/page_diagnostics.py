@@ -1,6 +1,6 @@
-"""Where page reading loses, and how a page's canvases should be scored: two no-training diagnostics (issue 17).
+"""Where page reading loses, and how a page's canvases should be scored: no-training diagnostics (issue 17).
 
-Both read the CSR sets of ``csr_compare.py`` (pages rendered 1275 px wide, as ingestion renders a scan) with one
+Each reads the CSR sets of ``csr_compare.py`` (pages rendered 1275 px wide, as ingestion renders a scan) with one
 model and print Recall@1 / nDCG@10 per set, pooled, and paired against the shipped path.
 
 ``views``: each target page read five ways, each folded into canvases and mean-pooled as a page is:
@@ -25,11 +25,17 @@ shipped fold's, so ``encode`` would not move.
 "lines"``), with the fold's canvases or alone, and with the page's mean over its own windows. ``window-rows``:
 line windows of 5 (shipped), 3 or 8 rows, the mean still the 5-row fold's.
 
+``headings``: a page's headings (lines at least 1.15 or 1.3 times its median line height; the strips are scaled
+to 16 px, so the page stem never sees a line's size) given a point of their own (the heading's strip alone,
+``alone``) or their line windows' vectors weighted up by a gain g (points ``(m + g c) / 2``), against the shipped
+line windows.
+
     python -m vc2l_retriever.training.page_diagnostics views MODEL
     python -m vc2l_retriever.training.page_diagnostics pooling MODEL [--fresh] [--sets ood,ood2] [--save OUT.npz]
     python -m vc2l_retriever.training.page_diagnostics windows MODEL [--fresh] [--save OUT.npz]
     python -m vc2l_retriever.training.page_diagnostics lines MODEL [--fresh] [--save OUT.npz]
     python -m vc2l_retriever.training.page_diagnostics window-rows MODEL [--fresh] [--save OUT.npz]
+    python -m vc2l_retriever.training.page_diagnostics headings MODEL [--tall 1.15,1.3] [--fresh] [--save OUT.npz]
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ from vc2l_retriever.index import GRID_PAGE_WIDTH_PX
 from vc2l_retriever.render import CELL_W, GLYPH, render_grid
 from vc2l_retriever.strips import (
     Strip,
-    document_strips,
     fold,
+    heading_windows,
     line_strip,
     line_windows,
     paper_level,
@@ -68,6 +74,8 @@ POOLINGS = ("mean", "max", "mean+max", "max(mean,canvases)", "canvas+mean")
 STRIDES = (5, 3, 2, 1)
 LINE_KEYS = ("lines", "lines2", "lines+fold", "short+fold")
 WINDOW_ROWS = (5, 3, 8)  # the shipped windows first: the base
+TALL = (1.15, 1.3)  # a heading: a line at least this many times the page's median line height
+HEAD_GAINS = (1.1, 1.25)  # a heading window's point (m + g c) / 2
 MEAN_WEIGHTS = (0.5, 0.35, 0.65)
 
 Sets = dict[str, tuple[list[ev.CSRPair], int, int]]
@@ -253,23 +261,35 @@ def report(results: dict[str, dict[str, dict[str, np.ndarray]]], base: str) -> N
 
 
 Scoring = tuple[str, str, str]  # (name, page vector key, pooling)
-Diagnostic = tuple[Callable[[list[Strip]], dict[str, np.ndarray]], list[Scoring], str]
+Diagnostic = tuple[Callable[[list[Strip], np.ndarray], dict[str, np.ndarray]], list[Scoring], str]
 
 
-def page_lines(label: str) -> list[Strip]:
-    """A CSR target page's text lines as strips, as the product cuts them."""
-    return document_strips(render(label)[0])
+def page_lines(label: str) -> tuple[list[Strip], np.ndarray]:
+    """A CSR target page's text lines as strips, as the product cuts them, and each line's height in pixels."""
+    grey, paper, lines, _ = split_page(render(label)[0])
+    return [line_strip(grey, paper, box) for box in lines], np.array([b - t for t, b, _, _ in lines], float)
+
+
+def tall_lines(heights: np.ndarray, tall: float) -> np.ndarray:
+    """Indices of the lines at least ``tall`` times the page's median line height (headings, titles)."""
+    return np.flatnonzero(heights >= tall * np.median(heights)) if heights.size else np.zeros(0, int)
+
+
+def line_window_index(strips: Sequence[Strip], columns: int, window: int) -> np.ndarray:
+    """For each of ``strips.line_windows``' windows, the line it begins in."""
+    cells = [s.pixels.shape[1] // CELL_W for s in strips]
+    return np.repeat(np.arange(len(strips)), [-(-c // (columns * window)) for c in cells])
 
 
 def pooling_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
-    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
+    def vectors(strips: list[Strip], heights: np.ndarray) -> dict[str, np.ndarray]:
         pixels = ribbon(strips, cfg.background)[0]
         return {str(r): canvas_vectors(module, fold(pixels, cfg.columns, r, cfg.background), True) for r in ROWS}
     return vectors, [(f"{r} rows {p}", str(r), p) for r in ROWS for p in POOLINGS], "20 rows mean"
 
 
 def windows_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
-    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
+    def vectors(strips: list[Strip], heights: np.ndarray) -> dict[str, np.ndarray]:
         return window_vectors(module, ribbon(strips, cfg.background)[0], cfg.columns, cfg.page_rows or cfg.max_rows,
                               cfg.background)
     scorings = [(f"stride {s} w={w}", f"s{s}", f"w={w}") for s in STRIDES for w in MEAN_WEIGHTS]
@@ -279,7 +299,7 @@ def windows_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
 def lines_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
     rows = cfg.page_rows or cfg.max_rows
 
-    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
+    def vectors(strips: list[Strip], heights: np.ndarray) -> dict[str, np.ndarray]:
         out = window_vectors(module, ribbon(strips, cfg.background)[0], cfg.columns, rows, cfg.background,
                              strides=(5, 1) if fresh else (5,))
         out.update(line_window_vectors(module, strips, cfg.columns, rows, cfg.background, out["fold"]))
@@ -293,7 +313,7 @@ def lines_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
 def window_rows_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
     rows = cfg.page_rows or cfg.max_rows
 
-    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
+    def vectors(strips: list[Strip], heights: np.ndarray) -> dict[str, np.ndarray]:
         out = {"fold": canvas_vectors(module, fold(ribbon(strips, cfg.background)[0], cfg.columns, rows,
                                                    cfg.background), True)}
         for r in WINDOW_ROWS:
@@ -303,8 +323,31 @@ def window_rows_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
     return vectors, scorings, f"line windows of {rows} rows"
 
 
+def headings_diagnostic(module: Any, cfg: Any, fresh: bool, tall_levels: Sequence[float] = TALL) -> Diagnostic:
+    rows = cfg.page_rows or cfg.max_rows
+
+    def vectors(strips: list[Strip], heights: np.ndarray) -> dict[str, np.ndarray]:
+        fold_vectors = canvas_vectors(module, fold(ribbon(strips, cfg.background)[0], cfg.columns, rows,
+                                                   cfg.background), True)
+        windows = canvas_vectors(module, line_windows(strips, cfg.columns, rows, cfg.background), True)
+        begins = line_window_index(strips, cfg.columns, rows)
+        out = {"fold": fold_vectors, "lines2": windows}
+        for tall in tall_levels:
+            heads = tall_lines(heights, tall)
+            alone = heading_windows(strips, cfg.columns, rows, tall, cfg.background)  # the product's
+            out[f"+alone {tall}"] = np.concatenate([windows, canvas_vectors(module, alone, True)]) if alone \
+                else windows
+            for gain in HEAD_GAINS:  # a heading window's point (m + g c) / 2: scored 0.5 q.m + 0.5 g q.c
+                out[f"gain {tall} {gain}"] = windows * np.where(np.isin(begins, heads), gain, 1.0)[:, None]
+        return out
+    scorings = [("lines2 w=0.5", "lines2", "w=0.5"),
+                *[(f"{t} alone w=0.5", f"+alone {t}", "w=0.5") for t in tall_levels],
+                *[(f"{t} gain {g} w=0.5", f"gain {t} {g}", "w=0.5") for t in tall_levels for g in HEAD_GAINS]]
+    return vectors, scorings, "lines2 w=0.5"
+
+
 DIAGNOSTICS = {"pooling": pooling_diagnostic, "windows": windows_diagnostic, "lines": lines_diagnostic,
-               "window-rows": window_rows_diagnostic}
+               "window-rows": window_rows_diagnostic, "headings": headings_diagnostic}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -317,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--save", help="per-query metrics to this .npz")
     parser.add_argument("--data", default="data")
     parser.add_argument("--sets", default="ood,ood2,in-domain", help="comma-separated CSR set names")
+    parser.add_argument("--tall", default=",".join(map(str, TALL)),
+                        help="headings: comma-separated heights over the page's median that make a heading")
     args = parser.parse_args(argv)
     model = vc2l_retriever.load(args.model)
     module, cfg = model[0], model[0].config.render
@@ -328,12 +373,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run(model, sets, views, [(view, view, "mean") for view in VIEWS])
         base = "P_all"
     else:
-        of_strips, scorings, base = DIAGNOSTICS[args.diagnostic](module, cfg, args.fresh)
+        extra = {"tall_levels": [float(t) for t in args.tall.split(",")]} if args.diagnostic == "headings" else {}
+        of_strips, scorings, base = DIAGNOSTICS[args.diagnostic](module, cfg, args.fresh, **extra)
 
         def vectors(label: str) -> dict[str, np.ndarray]:
-            strips = page_lines(label)
+            strips, heights = page_lines(label)
             if strips:
-                return of_strips(strips)
+                return of_strips(strips, heights)
             empty = canvas_vectors(module, [], True)  # a blank page: a zero vector under every key
             return {key: empty for key in {"fold", *(key for _, key, _ in scorings)}}
         results = run(model, sets, vectors, scorings)

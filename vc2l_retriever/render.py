@@ -30,18 +30,22 @@ import functools
 import logging
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
 
 from vc2l_retriever.inputs import ImageLike, Snippet, open_image
 
+if TYPE_CHECKING:
+    from vc2l_retriever.strips import Strip
+
 logger = logging.getLogger(__name__)
 
 _WHITESPACE_CONTROLS = {ord(c): " " for c in "\t\n\r\x0b\x0c"}
 GLYPH = 16  # Unifont cells are 16x16 (half-width glyphs use the left 8 columns)
 CELL_W = 8  # the grid layout's cell width: one half-width glyph
+MIN_FIGURE_LABELS = 2  # fewer labels found in an image (a photo's specks, one tick) and it is drawn as a tile
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ class RenderConfig:
             its canvases; ``"lines"``: windows of ``page_rows`` rows that begin at each text line's first cell
             (and again inside a longer line), so a heading always begins one. The page's one vector (``encode``)
             is the mean of its canvases either way.
+        page_headings: Grid layout, with ``page_windows="lines"``: a page's headings (lines at least this many
+            times its median line height) are also read alone, one more point each (0: not).
+        figure_labels: Grid layout: an image that is not read as a document (too small, or failing the
+            document test) is read from its labels when it has at least two (``strips.figure_lines``: a plot's
+            titles, legend and axis labels, a screenshot's captions), else drawn as one tile.
     """
 
     layout: Literal["official", "compact", "grid"] = "official"
@@ -81,6 +90,8 @@ class RenderConfig:
     ink: int = 0
     page_rows: int = 0
     page_windows: Literal["fold", "lines"] = "fold"
+    page_headings: float = 0.0
+    figure_labels: bool = False
 
     def __post_init__(self) -> None:
         if self.layout not in ("official", "compact", "grid"):
@@ -94,15 +105,18 @@ class RenderConfig:
                              f"got {self.page_rows}")
         if self.page_windows not in ("fold", "lines"):
             raise ValueError(f"page_windows must be 'fold' or 'lines', got {self.page_windows!r}")
+        if self.page_headings and self.page_headings <= 1:
+            raise ValueError(f"page_headings must be 0 (off) or above 1, got {self.page_headings}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON configs. ``page_rows`` at 0 and ``page_windows`` at ``"fold"`` are left out: models
-        saved before they existed keep the same config, so an index's fingerprint of them still matches."""
+        """Plain dict for JSON configs. ``page_rows``, ``page_windows``, ``page_headings`` and ``figure_labels`` at
+        their defaults are left out: models saved before they existed keep the same config, so an index's
+        fingerprint of them still matches."""
         data = asdict(self)
-        if not data["page_rows"]:
-            del data["page_rows"]
-        if data["page_windows"] == "fold":
-            del data["page_windows"]
+        for key, default in (("page_rows", 0), ("page_windows", "fold"), ("page_headings", 0.0),
+                             ("figure_labels", False)):
+            if data[key] == default:
+                del data[key]
         return data
 
     @property
@@ -297,19 +311,32 @@ class Renderer:
         """
         cfg = self.config
         if cfg.layout == "grid" and len(snippet.images) == 1 and not snippet.text.strip():
-            image = open_image(snippet.images[0])
-            if snippet.kind == "page" or max(image.size) > cfg.tile:
-                from vc2l_retriever.strips import document_strips, fold, line_windows, ribbon  # strips imports us
+            from vc2l_retriever.strips import document_strips, figure_strips  # strips imports this module
 
+            image = open_image(snippet.images[0])
+            strips = []
+            if snippet.kind == "page" or max(image.size) > cfg.tile:
                 strips = document_strips(image, require_document=snippet.kind != "page")
-                if strips:
-                    rows = cfg.page_rows or cfg.max_rows
-                    canvases = fold(ribbon(strips, cfg.background)[0], cfg.columns, rows, cfg.background)
-                    lines = (line_windows(strips, cfg.columns, rows, cfg.background)
-                             if windows and cfg.page_windows == "lines" else [])
-                    return Drawn(canvases, True, lines)
+            if not strips and cfg.figure_labels and snippet.kind != "page":
+                strips = figure_strips(image)
+                strips = strips if len(strips) >= MIN_FIGURE_LABELS else []
+            if strips:
+                return self._draw_strips(strips, windows)
             snippet = replace(snippet, images=[image])  # decoded once: the tile path reuses it
         return Drawn([self.render(snippet)], False, [])
+
+    def _draw_strips(self, strips: list[Strip], windows: bool) -> Drawn:
+        from vc2l_retriever.strips import fold, heading_windows, line_windows, ribbon
+
+        cfg = self.config
+        rows = cfg.page_rows or cfg.max_rows
+        canvases = fold(ribbon(strips, cfg.background)[0], cfg.columns, rows, cfg.background)
+        lines = []
+        if windows and cfg.page_windows == "lines":
+            lines = line_windows(strips, cfg.columns, rows, cfg.background)
+            if cfg.page_headings:
+                lines += heading_windows(strips, cfg.columns, rows, cfg.page_headings, cfg.background)
+        return Drawn(canvases, True, lines)
 
     def _cap_images(self, snippet: Snippet, free: int) -> list[ImageLike]:
         images = snippet.images

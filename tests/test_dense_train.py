@@ -168,12 +168,12 @@ def test_a_shipped_readers_page_stem_is_continued_and_exported_back_beside_its_t
 
     export(tmp_path / "q", tmp_path / "next", fp16=False, text_from=tmp_path / "shipped",  # a model folder
            render={k: render_value(v) for k, v in (("page_rows", "5"), ("page_windows", "lines"),
-                                                   ("page_headings", "1.15"), ("figure_labels", "true"))})
+                                                   ("lines_alone", "all"), ("figure_labels", "true"))})
     nxt = vc2l_retriever.load(tmp_path / "next")  # reads pages and figures as the shipped model does
     assert nxt.vc2l.config.page_stem
     render = nxt.vc2l.config.render
-    assert (render.page_rows, render.page_windows, render.page_headings, render.figure_labels) == (5, "lines", 1.15,
-                                                                                                   True)
+    assert (render.page_rows, render.page_windows, render.lines_alone, render.figure_labels) == (5, "lines", "all",
+                                                                                                 True)
     np.testing.assert_array_equal(nxt.encode(["typed text"]), shipped.encode(["typed text"]))
     moved = nxt.vc2l.model.state_dict()
     for key, value in trainer.model.stem.state_dict().items():

@@ -13,16 +13,17 @@ from PIL import Image, ImageDraw, ImageFont
 from vc2l_retriever.inputs import Snippet
 from vc2l_retriever.render import GLYPH
 from vc2l_retriever.strips import (
+    HEADING_HEIGHT,
     Strip,
     document_strips,
     figure_lines,
     figure_strips,
     find_lines,
     fold,
-    heading_windows,
     line_strip,
     line_windows,
     ribbon,
+    single_line_windows,
     to_grey,
 )
 from vc2l_retriever.training.font_strips import Style, text_ribbon, wrap
@@ -146,8 +147,8 @@ def page_with_heading() -> Image.Image:
 
 
 @needs_font
-def test_a_heading_is_a_line_taller_than_the_pages_median_and_gets_a_window_of_its_own(reader_model  # noqa: ANN001
-                                                                                      ) -> None:
+def test_a_heading_is_a_line_taller_than_the_pages_median_and_lines_are_read_alone_as_configured(reader_model  # noqa: ANN001
+                                                                                                 ) -> None:
     from dataclasses import replace
 
     from vc2l_retriever.render import Renderer
@@ -155,19 +156,24 @@ def test_a_heading_is_a_line_taller_than_the_pages_median_and_gets_a_window_of_i
     strips = document_strips(page_with_heading())
     heights = [s.height for s in strips]
     assert len(strips) == 5 and heights[0] >= 1.3 * np.median(heights)  # the 30-px heading; body lines alike
-    alone = heading_windows(strips, 28, 5, tall=1.15)
-    assert len(alone) == 1 and np.array_equal(alone[0], fold(strips[0].pixels, 28, 5)[0])
-    assert heading_windows(strips, 28, 5, tall=2.0) == [] and heading_windows([], 28, 5, tall=1.15) == []
+    heading = single_line_windows(strips, 28, 5, tall=HEADING_HEIGHT)
+    assert len(heading) == 1 and np.array_equal(heading[0], fold(strips[0].pixels, 28, 5)[0])
+    every = single_line_windows(strips, 28, 5)
+    assert len(every) == 5 and all(np.array_equal(w, fold(s.pixels, 28, 5)[0]) for w, s in zip(every, strips,
+                                                                                                strict=True))
+    assert single_line_windows(strips, 28, 5, tall=2.0) == [] and single_line_windows([], 28, 5) == []
 
-    module = reader_model.vc2l
-    lines = replace(module.renderer.config, page_rows=5, page_windows="lines")
-    headed = replace(lines, page_headings=1.15)
+    lines = replace(reader_model.vc2l.renderer.config, page_rows=5, page_windows="lines")
     plain = Renderer(lines).draw(Snippet(images=[page_with_heading()]), windows=True).windows
-    drawn = Renderer(headed).draw(Snippet(images=[page_with_heading()]), windows=True)
-    assert len(drawn.windows) == len(plain) + 1 and np.array_equal(drawn.windows[-1], alone[0])
-    assert "page_headings" not in lines.to_dict() and headed.to_dict()["page_headings"] == 1.15
-    with pytest.raises(ValueError, match="page_headings"):
-        replace(lines, page_headings=0.9)
+    for alone, extra in (("headings", heading), ("all", every)):
+        config = replace(lines, lines_alone=alone)
+        drawn = Renderer(config).draw(Snippet(images=[page_with_heading()]), windows=True)
+        assert len(drawn.windows) == len(plain) + len(extra)
+        assert all(np.array_equal(a, b) for a, b in zip(drawn.windows[len(plain):], extra, strict=True))
+        assert config.to_dict()["lines_alone"] == alone
+    assert "lines_alone" not in lines.to_dict()
+    with pytest.raises(ValueError, match="lines_alone"):
+        replace(lines, lines_alone="some")
 
 
 @needs_font

@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --export: RUN's model, with this run's stem as its page stem")
     parser.add_argument("--render", nargs="*", default=[], metavar="KEY=VALUE",
                         help="with --export: render settings of the model written (page_rows=5 page_windows=lines "
-                             "page_headings=1.15 figure_labels=true)")
+                             "lines_alone=all figure_labels=true)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")

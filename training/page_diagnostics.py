@@ -56,11 +56,11 @@ from vc2l_retriever.render import CELL_W, GLYPH, render_grid
 from vc2l_retriever.strips import (
     Strip,
     fold,
-    heading_windows,
     line_strip,
     line_windows,
     paper_level,
     ribbon,
+    single_line_windows,
     split_page,
 )
 from vc2l_retriever.training.csr_compare import csr_sets
@@ -334,7 +334,7 @@ def headings_diagnostic(module: Any, cfg: Any, fresh: bool, tall_levels: Sequenc
         out = {"fold": fold_vectors, "lines2": windows}
         for tall in tall_levels:
             heads = tall_lines(heights, tall)
-            alone = heading_windows(strips, cfg.columns, rows, tall, cfg.background)  # the product's
+            alone = single_line_windows(strips, cfg.columns, rows, tall, cfg.background)  # the product's
             out[f"+alone {tall}"] = np.concatenate([windows, canvas_vectors(module, alone, True)]) if alone \
                 else windows
             for gain in HEAD_GAINS:  # a heading window's point (m + g c) / 2: scored 0.5 q.m + 0.5 g q.c

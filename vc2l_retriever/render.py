@@ -71,8 +71,9 @@ class RenderConfig:
             its canvases; ``"lines"``: windows of ``page_rows`` rows that begin at each text line's first cell
             (and again inside a longer line), so a heading always begins one. The page's one vector (``encode``)
             is the mean of its canvases either way.
-        page_headings: Grid layout, with ``page_windows="lines"``: a page's headings (lines at least this many
-            times its median line height) are also read alone, one more point each (0: not).
+        lines_alone: Grid layout, with ``page_windows="lines"``: which of a page's lines are also read alone, one
+            more point each: ``"none"``, ``"headings"`` (lines at least ``strips.HEADING_HEIGHT`` times the
+            page's median line height) or ``"all"``.
         figure_labels: Grid layout: an image that is not read as a document (too small, or failing the
             document test) is read from its labels when it has at least two (``strips.figure_lines``: a plot's
             titles, legend and axis labels, a screenshot's captions), else drawn as one tile.
@@ -90,7 +91,7 @@ class RenderConfig:
     ink: int = 0
     page_rows: int = 0
     page_windows: Literal["fold", "lines"] = "fold"
-    page_headings: float = 0.0
+    lines_alone: Literal["none", "headings", "all"] = "none"
     figure_labels: bool = False
 
     def __post_init__(self) -> None:
@@ -105,15 +106,15 @@ class RenderConfig:
                              f"got {self.page_rows}")
         if self.page_windows not in ("fold", "lines"):
             raise ValueError(f"page_windows must be 'fold' or 'lines', got {self.page_windows!r}")
-        if self.page_headings and self.page_headings <= 1:
-            raise ValueError(f"page_headings must be 0 (off) or above 1, got {self.page_headings}")
+        if self.lines_alone not in ("none", "headings", "all"):
+            raise ValueError(f"lines_alone must be 'none', 'headings' or 'all', got {self.lines_alone!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON configs. ``page_rows``, ``page_windows``, ``page_headings`` and ``figure_labels`` at
+        """Plain dict for JSON configs. ``page_rows``, ``page_windows``, ``lines_alone`` and ``figure_labels`` at
         their defaults are left out: models saved before they existed keep the same config, so an index's
         fingerprint of them still matches."""
         data = asdict(self)
-        for key, default in (("page_rows", 0), ("page_windows", "fold"), ("page_headings", 0.0),
+        for key, default in (("page_rows", 0), ("page_windows", "fold"), ("lines_alone", "none"),
                              ("figure_labels", False)):
             if data[key] == default:
                 del data[key]
@@ -306,8 +307,10 @@ class Renderer:
         A page, screenshot or scan (a ``page`` snippet, or an image-only snippet larger than a tile that looks
         like a document) cannot be read from one 224-px tile. The grid layout reads its text lines instead, as
         line strips laid along the grid (``strips.py``), ``page_rows`` rows a canvas; the model pools the
-        canvases into one vector. Anything else, and an image in which no text line is found, is one canvas.
-        ``windows``: also draw a page's line windows when its points are read from them (``page_windows``).
+        canvases into one vector. With ``figure_labels``, any other image-only snippet (a plot, a screenshot) is
+        read the same way from its labels (``strips.figure_strips``) when it has at least two. Anything else is
+        one canvas. ``windows``: also draw a page's line windows when its points are read from them
+        (``page_windows``), with its lines alone as ``lines_alone`` says.
         """
         cfg = self.config
         if cfg.layout == "grid" and len(snippet.images) == 1 and not snippet.text.strip():
@@ -326,7 +329,7 @@ class Renderer:
         return Drawn([self.render(snippet)], False, [])
 
     def _draw_strips(self, strips: list[Strip], windows: bool) -> Drawn:
-        from vc2l_retriever.strips import fold, heading_windows, line_windows, ribbon
+        from vc2l_retriever.strips import HEADING_HEIGHT, fold, line_windows, ribbon, single_line_windows
 
         cfg = self.config
         rows = cfg.page_rows or cfg.max_rows
@@ -334,8 +337,9 @@ class Renderer:
         lines = []
         if windows and cfg.page_windows == "lines":
             lines = line_windows(strips, cfg.columns, rows, cfg.background)
-            if cfg.page_headings:
-                lines += heading_windows(strips, cfg.columns, rows, cfg.page_headings, cfg.background)
+            if cfg.lines_alone != "none":
+                tall = HEADING_HEIGHT if cfg.lines_alone == "headings" else 0.0
+                lines += single_line_windows(strips, cfg.columns, rows, tall, cfg.background)
         return Drawn(canvases, True, lines)
 
     def _cap_images(self, snippet: Snippet, free: int) -> list[ImageLike]:

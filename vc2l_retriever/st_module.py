@@ -150,11 +150,12 @@ class VC2LModule(InputModule):
 
         An input read as one canvas is one point, its unit embedding. A page is ``k`` points ``(m + c_i) / 2``:
         ``m`` its embedding as ``encode`` returns it (its canvases' mean, unit) and ``c_i`` the unit vectors of
-        its line windows (``page_windows="lines"``: a window of ``page_rows`` rows beginning at each text line)
-        or of its canvases (``"fold"``). A unit query's best dot product with them is
-        ``(q.m + max_i q.c_i) / 2``: the page's mean and its best window scored together, which finds far more
-        pages than the mean alone (lab notebook, issue 17: on fresh title queries, 138 pages at rank 1 with line
-        windows, 120 with the canvases, 79 with the mean alone).
+        its line windows (``page_windows="lines"``: a window of ``page_rows`` rows beginning at each text line,
+        and each line alone as ``lines_alone`` says) or of its canvases (``"fold"``). A unit query's best dot
+        product with them is ``(q.m + max_i q.c_i) / 2``: the page's mean and its best window scored together,
+        which finds far more pages than the mean alone (lab notebook, issue 17: on fresh title queries, 208
+        pages at rank 1 with line windows and every line alone, 138 with line windows, 120 with the canvases, 79
+        with the mean alone).
         """
         drawn = [self._draw(i, item, windows=True) for i, item in enumerate(inputs)]
         canvases = [c for d in drawn for c in d.canvases + d.windows]

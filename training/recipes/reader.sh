@@ -60,7 +60,7 @@ done
 
 # 4. Export (fp16) into the package, measure, write the card.
 python -m vc2l_retriever.training.dense_train training/recipes/strips_s13.yaml --export vc2l_retriever/models/vc2l-default \
-    --text-from runs/probe-b3 --render page_rows=5 page_windows=lines page_headings=1.15 figure_labels=true
+    --text-from runs/probe-b3 --render page_rows=5 page_windows=lines lines_alone=all figure_labels=true
 #   (how pages and figures are read at search time: lab notebook, "Headings' size as a cue" and "Figures read
 #   from their labels")
 python -m vc2l_retriever.training.evaluate --model vc2l_retriever/models/vc2l-default \

@@ -85,14 +85,13 @@ def test_each_line_is_scored_by_its_first_window_and_short_lines_join_the_fold(r
 
 
 def test_headings_are_lines_taller_than_the_page_median_and_own_the_windows_they_begin() -> None:
-    heights = np.array([24.0, 16, 16, 17, 19, 16])  # median 16
-    assert tall_lines(heights, 1.15).tolist() == [0, 4]
-    assert tall_lines(heights, 1.3).tolist() == [0]
-    assert tall_lines(np.zeros(0), 1.15).size == 0
+    def strip(cells: int, height: float = 16.0) -> Strip:
+        return Strip(pixels=np.full((GLYPH, 8 * cells), 60, np.uint8), source_x=np.zeros(8 * cells), height=height)
 
-    def strip(cells: int) -> Strip:
-        return Strip(pixels=np.full((GLYPH, 8 * cells), 60, np.uint8), source_x=np.zeros(8 * cells))
-
+    page = [strip(3, 24), strip(4), strip(4), strip(4, 17), strip(4, 19), strip(4)]  # median height 16
+    assert tall_lines(page, 1.15).tolist() == [0, 4]
+    assert tall_lines(page, 1.3).tolist() == [0]
+    assert tall_lines([], 1.15).size == 0
     strips = [strip(3), strip(200), strip(1)]  # 140 cells a window: the second line begins two
     assert line_window_index(strips, 28, 5).tolist() == [0, 1, 1, 2]
     assert len(line_windows(strips, 28, 5)) == 4

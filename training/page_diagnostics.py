@@ -25,10 +25,10 @@ shipped fold's, so ``encode`` would not move.
 "lines"``), with the fold's canvases or alone, and with the page's mean over its own windows. ``window-rows``:
 line windows of 5 (shipped), 3 or 8 rows, the mean still the 5-row fold's.
 
-``headings``: a page's headings (lines at least 1.15 or 1.3 times its median line height; the strips are scaled
-to 16 px, so the page stem never sees a line's size) given a point of their own (the heading's strip alone,
-``alone``) or their line windows' vectors weighted up by a gain g (points ``(m + g c) / 2``), against the shipped
-line windows.
+``headings``: a page's headings (lines at least t = 1.15 or 1.3 times its median line height, ``--tall``; t = 0
+is every line; the strips are scaled to 16 px, so the page stem never sees a line's size) given a point of their
+own (each strip alone, ``strips.single_line_windows``) or their line windows' vectors weighted up by a gain g
+(points ``(m + g c) / 2``), against line windows alone.
 
     python -m vc2l_retriever.training.page_diagnostics views MODEL
     python -m vc2l_retriever.training.page_diagnostics pooling MODEL [--fresh] [--sets ood,ood2] [--save OUT.npz]
@@ -55,6 +55,7 @@ from vc2l_retriever.index import GRID_PAGE_WIDTH_PX
 from vc2l_retriever.render import CELL_W, GLYPH, render_grid
 from vc2l_retriever.strips import (
     Strip,
+    document_strips,
     fold,
     line_strip,
     line_windows,
@@ -261,17 +262,17 @@ def report(results: dict[str, dict[str, dict[str, np.ndarray]]], base: str) -> N
 
 
 Scoring = tuple[str, str, str]  # (name, page vector key, pooling)
-Diagnostic = tuple[Callable[[list[Strip], np.ndarray], dict[str, np.ndarray]], list[Scoring], str]
+Diagnostic = tuple[Callable[[list[Strip]], dict[str, np.ndarray]], list[Scoring], str]
 
 
-def page_lines(label: str) -> tuple[list[Strip], np.ndarray]:
-    """A CSR target page's text lines as strips, as the product cuts them, and each line's height in pixels."""
-    grey, paper, lines, _ = split_page(render(label)[0])
-    return [line_strip(grey, paper, box) for box in lines], np.array([b - t for t, b, _, _ in lines], float)
+def page_lines(label: str) -> list[Strip]:
+    """A CSR target page's text lines as strips, as the product cuts them."""
+    return document_strips(render(label)[0])
 
 
-def tall_lines(heights: np.ndarray, tall: float) -> np.ndarray:
+def tall_lines(strips: Sequence[Strip], tall: float) -> np.ndarray:
     """Indices of the lines at least ``tall`` times the page's median line height (headings, titles)."""
+    heights = np.array([s.height for s in strips], float)
     return np.flatnonzero(heights >= tall * np.median(heights)) if heights.size else np.zeros(0, int)
 
 
@@ -282,14 +283,14 @@ def line_window_index(strips: Sequence[Strip], columns: int, window: int) -> np.
 
 
 def pooling_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
-    def vectors(strips: list[Strip], heights: np.ndarray) -> dict[str, np.ndarray]:
+    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
         pixels = ribbon(strips, cfg.background)[0]
         return {str(r): canvas_vectors(module, fold(pixels, cfg.columns, r, cfg.background), True) for r in ROWS}
     return vectors, [(f"{r} rows {p}", str(r), p) for r in ROWS for p in POOLINGS], "20 rows mean"
 
 
 def windows_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
-    def vectors(strips: list[Strip], heights: np.ndarray) -> dict[str, np.ndarray]:
+    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
         return window_vectors(module, ribbon(strips, cfg.background)[0], cfg.columns, cfg.page_rows or cfg.max_rows,
                               cfg.background)
     scorings = [(f"stride {s} w={w}", f"s{s}", f"w={w}") for s in STRIDES for w in MEAN_WEIGHTS]
@@ -299,7 +300,7 @@ def windows_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
 def lines_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
     rows = cfg.page_rows or cfg.max_rows
 
-    def vectors(strips: list[Strip], heights: np.ndarray) -> dict[str, np.ndarray]:
+    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
         out = window_vectors(module, ribbon(strips, cfg.background)[0], cfg.columns, rows, cfg.background,
                              strides=(5, 1) if fresh else (5,))
         out.update(line_window_vectors(module, strips, cfg.columns, rows, cfg.background, out["fold"]))
@@ -313,7 +314,7 @@ def lines_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
 def window_rows_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
     rows = cfg.page_rows or cfg.max_rows
 
-    def vectors(strips: list[Strip], heights: np.ndarray) -> dict[str, np.ndarray]:
+    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
         out = {"fold": canvas_vectors(module, fold(ribbon(strips, cfg.background)[0], cfg.columns, rows,
                                                    cfg.background), True)}
         for r in WINDOW_ROWS:
@@ -326,14 +327,14 @@ def window_rows_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
 def headings_diagnostic(module: Any, cfg: Any, fresh: bool, tall_levels: Sequence[float] = TALL) -> Diagnostic:
     rows = cfg.page_rows or cfg.max_rows
 
-    def vectors(strips: list[Strip], heights: np.ndarray) -> dict[str, np.ndarray]:
+    def vectors(strips: list[Strip]) -> dict[str, np.ndarray]:
         fold_vectors = canvas_vectors(module, fold(ribbon(strips, cfg.background)[0], cfg.columns, rows,
                                                    cfg.background), True)
         windows = canvas_vectors(module, line_windows(strips, cfg.columns, rows, cfg.background), True)
         begins = line_window_index(strips, cfg.columns, rows)
         out = {"fold": fold_vectors, "lines2": windows}
         for tall in tall_levels:
-            heads = tall_lines(heights, tall)
+            heads = tall_lines(strips, tall)
             alone = single_line_windows(strips, cfg.columns, rows, tall, cfg.background)  # the product's
             out[f"+alone {tall}"] = np.concatenate([windows, canvas_vectors(module, alone, True)]) if alone \
                 else windows
@@ -377,9 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         of_strips, scorings, base = DIAGNOSTICS[args.diagnostic](module, cfg, args.fresh, **extra)
 
         def vectors(label: str) -> dict[str, np.ndarray]:
-            strips, heights = page_lines(label)
+            strips = page_lines(label)
             if strips:
-                return of_strips(strips, heights)
+                return of_strips(strips)
             empty = canvas_vectors(module, [], True)  # a blank page: a zero vector under every key
             return {key: empty for key in {"fold", *(key for _, key, _ in scorings)}}
         results = run(model, sets, vectors, scorings)

@@ -19,9 +19,9 @@ recognising a single character:
 
 A page's lines, or only its headings (lines taller than its median line), are also read alone
 (:func:`single_line_windows`): a line window dilutes a heading with the body under it, and the scaling to 16 px
-hides its size. A figure or screenshot whose text shares its
-rows with pictures is not cut by the row profile but by :func:`figure_lines`, which finds glyph-shaped ink against
-the local background and joins it along rows into labels.
+hides its size. A figure or screenshot whose text shares its rows with pictures is not cut by the row profile
+but by :func:`figure_lines`, which finds glyph-shaped ink against the local background and joins it along rows
+into labels.
 
 Training draws text in real fonts and sends it through the same :func:`line_strip` (``training/font_strips.py``),
 so what the reader learns from is cut exactly as a page is. Bands much taller than the page's text lines (figures,
@@ -320,5 +320,5 @@ def document_strips(image: Image.Image | np.ndarray, require_document: bool = Fa
     return [line_strip(grey, paper, box) for box in lines]
 
 
-__all__ = ["Strip", "document_strips", "figure_lines", "figure_strips", "find_lines", "fold", "line_strip",
-           "single_line_windows", "line_windows", "ribbon", "split_page"]
+__all__ = ["HEADING_HEIGHT", "Strip", "document_strips", "figure_lines", "figure_strips", "find_lines", "fold",
+           "line_strip", "line_windows", "ribbon", "single_line_windows", "split_page"]

@@ -93,8 +93,8 @@ class VC2LConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON. The render settings at their defaults that older models lack (``page_rows``,
-        ``page_windows``) are left out (``RenderConfig.to_dict``), so an index's fingerprint of those models
-        (``index.model_identity``) still matches."""
+        ``page_windows``, ``lines_alone``, ``figure_labels``) are left out (``RenderConfig.to_dict``), so an
+        index's fingerprint of those models (``index.model_identity``) still matches."""
         return {**asdict(self), "render": self.render.to_dict()}
 
     @classmethod

@@ -145,14 +145,20 @@ def _dedupe(pairs: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
     return out
 
 
-def rank_scores(sims: np.ndarray) -> dict[str, float]:
-    """Recall@1 and MRR@10 of an ``(n, n)`` score matrix whose answer to query ``k`` is document ``k``."""
+def reciprocal_ranks(sims: np.ndarray) -> np.ndarray:
+    """Per query of an ``(n, n)`` score matrix whose answer to query ``k`` is document ``k``: 1 / the answer's rank
+    within the top 10, else 0."""
     sims = np.nan_to_num(np.asarray(sims, dtype=np.float64), nan=-np.inf)
     correct = sims[np.arange(len(sims)), np.arange(len(sims))]
     # Ties count against the answer: BM25 gives most documents 0, and a collapsed model scores all alike.
-    rank = (sims >= correct[:, None]).sum(axis=1) - 1  # 0 = ranked first
-    mrr = np.where(rank < 10, 1.0 / (rank + 1), 0.0)
-    return {"recall@1": float((rank == 0).mean()), "mrr@10": float(mrr.mean())}
+    rank = (sims >= correct[:, None]).sum(axis=1)  # 1 = ranked first
+    return np.where(rank <= 10, 1.0 / rank, 0.0)
+
+
+def rank_scores(sims: np.ndarray) -> dict[str, float]:
+    """Recall@1 and MRR@10 of an ``(n, n)`` score matrix whose answer to query ``k`` is document ``k``."""
+    rr = reciprocal_ranks(sims)
+    return {"recall@1": float((rr == 1).mean()), "mrr@10": float(rr.mean())}
 
 
 def score(queries: np.ndarray, documents: np.ndarray) -> dict[str, float]:

@@ -26,16 +26,9 @@ import numpy as np
 from vc2l_retriever import evaluation as ev
 from vc2l_retriever.render import Renderer
 from vc2l_retriever.training.data import InterleavedDocuments
-from vc2l_retriever.training.evaluate import build_tasks, module_encoder, parse_heldout
+from vc2l_retriever.training.evaluate import build_tasks, module_encoder, parse_heldout, reciprocal_ranks
 
 VARIANTS = {"tiles": False, "labels": True}  # name -> figure_labels
-
-
-def reciprocal_ranks(scores: np.ndarray) -> np.ndarray:
-    """Per query, 1 / rank of document ``k`` for query ``k`` within the top 10 (else 0); ties count against it."""
-    correct = scores[np.arange(len(scores)), np.arange(len(scores))]
-    rank = (scores >= correct[:, None]).sum(axis=1)
-    return np.where(rank <= 10, 1.0 / rank, 0.0)
 
 
 def compare(module: Any, paths: dict[str, str], per_task: int = 500, ocr: bool = False
@@ -63,13 +56,13 @@ def compare(module: Any, paths: dict[str, str], per_task: int = 500, ocr: bool =
                 queries = encode(task.queries)
             finally:
                 module.renderer = saved
-            out[variant][label] = report(label, variant, unit(queries) @ unit(docs).T)
+            out[variant][label] = report(label, variant, ev.normalize(queries) @ ev.normalize(docs).T)
         if minilm is not None:
             from vc2l_retriever.baselines import ocr_image
 
             read = minilm(["\n".join(ocr_image(im) for im in q.images).lower() for q in task.queries])
             captions = minilm([d.text.lower() for d in task.documents])
-            out["ocr+minilm"][label] = report(label, "ocr+minilm", unit(read) @ unit(captions).T)
+            out["ocr+minilm"][label] = report(label, "ocr+minilm", ev.normalize(read) @ ev.normalize(captions).T)
     return out
 
 
@@ -80,10 +73,6 @@ def report(label: str, variant: str, scores: np.ndarray) -> np.ndarray:
                      f"({int(np.sum(rr == 1))} of {rr.size})\n")
     sys.stdout.flush()
     return rr
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

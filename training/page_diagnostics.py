@@ -180,6 +180,12 @@ def window_vectors(module: Any, pixels: np.ndarray, columns: int, window: int, b
     return out
 
 
+def line_window_index(strips: Sequence[Strip], columns: int, window: int) -> np.ndarray:
+    """For each of ``strips.line_windows``' windows, the line it begins in."""
+    cells = [s.pixels.shape[1] // CELL_W for s in strips]
+    return np.repeat(np.arange(len(strips)), [-(-c // (columns * window)) for c in cells])
+
+
 def line_window_vectors(module: Any, strips: Sequence[Strip], columns: int, window: int, background: int,
                         fold_vectors: np.ndarray) -> dict[str, np.ndarray]:
     """Windows of ``window`` rows that begin at a text line's first cell (``lines``), the product's line windows
@@ -187,10 +193,8 @@ def line_window_vectors(module: Any, strips: Sequence[Strip], columns: int, wind
     unread), the fold's canvases with ``lines`` (``lines+fold``), and the fold's canvases with the windows of
     one-row lines only (``short+fold``: headings, captions, the last line of a paragraph)."""
     vectors = canvas_vectors(module, line_windows(list(strips), columns, window, background), True)
-    cells = [s.pixels.shape[1] // CELL_W for s in strips]
-    per_line = [-(-c // (columns * window)) for c in cells]  # windows a line begins
-    lines = vectors[np.concatenate([[0], np.cumsum(per_line)[:-1]]).astype(int)]
-    short = lines[[k for k, c in enumerate(cells) if c <= columns]]
+    lines = vectors[np.unique(line_window_index(strips, columns, window), return_index=True)[1]]  # first windows
+    short = lines[[k for k, s in enumerate(strips) if s.pixels.shape[1] // CELL_W <= columns]]
     return {"lines": lines, "lines2": vectors, "lines+fold": np.concatenate([fold_vectors, lines]),
             "short+fold": np.concatenate([fold_vectors, short])}
 
@@ -274,12 +278,6 @@ def tall_lines(strips: Sequence[Strip], tall: float) -> np.ndarray:
     """Indices of the lines at least ``tall`` times the page's median line height (headings, titles)."""
     heights = np.array([s.height for s in strips], float)
     return np.flatnonzero(heights >= tall * np.median(heights)) if heights.size else np.zeros(0, int)
-
-
-def line_window_index(strips: Sequence[Strip], columns: int, window: int) -> np.ndarray:
-    """For each of ``strips.line_windows``' windows, the line it begins in."""
-    cells = [s.pixels.shape[1] // CELL_W for s in strips]
-    return np.repeat(np.arange(len(strips)), [-(-c // (columns * window)) for c in cells])
 
 
 def pooling_diagnostic(module: Any, cfg: Any, fresh: bool) -> Diagnostic:
